@@ -1,0 +1,46 @@
+# possm-jax: the README's commands. `make demo` and `make test` work on a fresh machine with Python 3.11.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test test-slow bench bench-quick calibrate lint format clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+demo: $(STAMP)
+	$(PY) -m experiments.demo --workdir=runs/demo
+
+bench: $(STAMP)
+	$(PY) -m experiments.bench --out=runs/bench
+
+bench-quick: $(STAMP)
+	$(PY) -m experiments.bench --out=runs/bench --quick
+
+calibrate: $(STAMP)
+	$(PY) -m data_pipeline.calibrate --preset=demo
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache
