@@ -3,7 +3,8 @@
 Every backbone is an ``nnx.Module`` with the same interface (see :class:`Backbone`):
 
 * ``init_state(batch) -> state``: zeros, a pytree of arrays with leading axis ``b``.
-* ``__call__(x [b, c, i], state) -> (y [b, c, h], state)``: a window, scanned over chunks.
+* ``__call__(x [b, c, i], state, *, rngs=None) -> (y [b, c, h], state)``: a window, scanned over chunks;
+  dropout is active iff ``rngs`` (an ``nnx.Rngs``) is passed.
 * ``step(x [b, i], state) -> (y [b, h], state)``: one chunk; applying it c times equals ``__call__``.
 * ``out_dim``: h.
 

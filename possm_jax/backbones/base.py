@@ -2,6 +2,8 @@
 
 from typing import Protocol
 
+from flax import nnx
+
 from possm_jax.types import Array, PyTree
 
 
@@ -18,8 +20,8 @@ class Backbone(Protocol):
         """Zero state for ``batch`` streams."""
         ...
 
-    def __call__(self, x: Array, state: PyTree, *, deterministic: bool = True) -> tuple[Array, PyTree]:
-        """x: [b, c, i] -> (y [b, c, h], new state)."""
+    def __call__(self, x: Array, state: PyTree, *, rngs: nnx.Rngs | None = None) -> tuple[Array, PyTree]:
+        """x: [b, c, i] -> (y [b, c, h], new state). Dropout is active iff ``rngs`` is given (training)."""
         ...
 
     def step(self, x: Array, state: PyTree) -> tuple[Array, PyTree]:
