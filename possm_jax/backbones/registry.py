@@ -1,0 +1,64 @@
+"""Backbones chosen by name from a config: ``build_backbone(BackboneConfig(kind="s4d", ...), in_dim, rngs=...)``."""
+
+import dataclasses
+from collections.abc import Callable
+
+from flax import nnx
+
+from possm_jax.backbones.base import Backbone
+from possm_jax.backbones.gru import GRU
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneConfig:
+    """Backbone hyper-parameters; each kind reads the fields it needs.
+
+    Attributes:
+        kind: ``"gru"``, ``"s4d"`` or ``"mamba"``.
+        hidden: GRU hidden width H; S4D / Mamba model width d. Always the backbone's ``out_dim``.
+        num_layers: stacked layers.
+        dropout: GRU: between layers; S4D / Mamba: on each layer's output before the residual. Training only.
+        state_size: SSM state size N (S4D: 64 = 32 complex-conjugate pairs; Mamba: 16 is the usual choice).
+        expand: Mamba inner width E = expand · hidden.
+        conv_width: Mamba causal depthwise conv width.
+        s4d_mode: S4D recurrence, ``"scan"`` (sequential) or ``"parallel"`` (associative scan).
+        dt_rank: Mamba Δ projection rank; ``None`` means ⌈hidden / 16⌉.
+    """
+
+    kind: str = "gru"
+    hidden: int = 256
+    num_layers: int = 1
+    dropout: float = 0.0
+    state_size: int = 64
+    expand: int = 2
+    conv_width: int = 4
+    s4d_mode: str = "scan"
+    dt_rank: int | None = None
+
+
+def _build_gru(cfg: BackboneConfig, in_dim: int, rngs: nnx.Rngs) -> Backbone:
+    return GRU(in_dim, cfg.hidden, cfg.num_layers, cfg.dropout, rngs=rngs)
+
+
+_BUILDERS: dict[str, Callable[[BackboneConfig, int, nnx.Rngs], Backbone]] = {
+    "gru": _build_gru,
+}
+
+
+def build_backbone(cfg: BackboneConfig, in_dim: int, *, rngs: nnx.Rngs) -> Backbone:
+    """Build the backbone named by ``cfg.kind``.
+
+    Args:
+        cfg: hyper-parameters.
+        in_dim: width of the chunk latents fed to the backbone (M · D).
+        rngs: initialisation randomness.
+
+    Returns:
+        An ``nnx.Module`` implementing :class:`~possm_jax.backbones.base.Backbone` with ``out_dim == cfg.hidden``.
+
+    Raises:
+        ValueError: unknown ``cfg.kind``.
+    """
+    if cfg.kind not in _BUILDERS:
+        raise ValueError(f"BackboneConfig.kind={cfg.kind!r} is unknown; valid kinds: {sorted(_BUILDERS)}.")
+    return _BUILDERS[cfg.kind](cfg, in_dim, rngs)
