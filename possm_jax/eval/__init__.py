@@ -1,0 +1,1 @@
+"""Evaluation metrics: R² per session, accuracy, phoneme error rate."""

@@ -1,0 +1,1 @@
+"""Training: optimiser, schedules, losses, sharding, train step, checkpoints, logging and plots."""
