@@ -1,0 +1,112 @@
+"""Data errors and the cheap vectorised checks that raise them.
+
+Every problem with a user's file is reported as one :class:`DataError` that names the file, the field inside it and
+what to do about it. The checks here are O(n) numpy passes run once, when a file is opened or a recording is
+written; slicing never re-checks.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """A data file (or an in-memory recording headed for one) is unusable.
+
+    Attributes:
+      path: the file concerned.
+      field: the field inside it, e.g. ``spikes/timestamps`` (``<file>`` for the file as a whole).
+      problem: what is wrong.
+      fix: how to fix it.
+    """
+
+    def __init__(self, path: str | os.PathLike, field: str, problem: str, fix: str):
+        self.path = os.fspath(path)
+        self.field = field
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{self.path}: field '{field}': {problem}. Fix: {fix}.")
+
+
+def check_float_vector(path: str | os.PathLike, field: str, values: np.ndarray, *, fix: str) -> None:
+    """Require a 1-D floating-point array of finite numbers.
+
+    Args:
+      path: the file being read or written (for the message).
+      field: the field holding ``values``.
+      values: [n] the array.
+      fix: how to repair the file, appended to the message.
+    """
+    if values.dtype.kind != "f":
+        raise DataError(path, field, f"has dtype {values.dtype}, expected floating point seconds", fix)
+    if values.ndim != 1:
+        raise DataError(path, field, f"has shape {values.shape}, expected a 1-D array", fix)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise DataError(path, field, f"holds {int(bad.sum())} NaN/inf values (first at index {first})", fix)
+
+
+def check_sorted(path: str | os.PathLike, field: str, times: np.ndarray, *, fix: str, offset: int = 0) -> None:
+    """Require non-decreasing times ``[n]``; ``offset`` is added to reported indices (for blockwise checks)."""
+    drops = np.flatnonzero(np.diff(times) < 0)
+    if drops.size:
+        i = int(drops[0]) + offset
+        raise DataError(
+            path,
+            field,
+            f"is not sorted: {len(drops)} decreasing steps, first at index {i + 1} "
+            f"({times[drops[0] + 1]!r} < {times[drops[0]]!r})",
+            fix,
+        )
+
+
+def check_index_range(path: str | os.PathLike, field: str, index: np.ndarray, size: int, *, fix: str) -> None:
+    """Require integer indices ``[n]`` with ``0 <= index < size``."""
+    if index.dtype.kind not in "iu":
+        raise DataError(path, field, f"has dtype {index.dtype}, expected integer row indices", fix)
+    if index.size and (index.min() < 0 or index.max() >= size):
+        raise DataError(
+            path, field, f"has values in [{index.min()}, {index.max()}], outside the {size} valid rows [0, {size})", fix
+        )
+
+
+def check_same_length(path: str | os.PathLike, field: str, values: np.ndarray, length: int, against: str) -> None:
+    """Require ``len(values) == length`` where ``length`` is the length of field ``against``."""
+    n = values.shape[0] if values.ndim else 0
+    if n != length:
+        raise DataError(
+            path,
+            field,
+            f"has {n} rows but '{against}' has {length}",
+            f"write one row per entry of '{against}' (they are parallel arrays)",
+        )
+
+
+def check_intervals(path: str | os.PathLike, field: str, start: np.ndarray, end: np.ndarray) -> None:
+    """Require matching finite float ``start``/``end`` vectors with ``end >= start``."""
+    fix = f"store '{field}/start' and '{field}/end' as equal-length float64 seconds with end >= start"
+    check_float_vector(path, f"{field}/start", start, fix=fix)
+    check_float_vector(path, f"{field}/end", end, fix=fix)
+    check_same_length(path, f"{field}/end", end, len(start), f"{field}/start")
+    back = np.flatnonzero(end < start)
+    if back.size:
+        i = int(back[0])
+        raise DataError(
+            path, field, f"has {back.size} intervals with end < start (first: [{start[i]!r}, {end[i]!r}])", fix
+        )
+
+
+def check_disjoint(path: str | os.PathLike, field: str, start: np.ndarray, end: np.ndarray) -> None:
+    """Require sorted, non-overlapping intervals (domains must be, for membership tests by bisection)."""
+    overlap = np.flatnonzero(start[1:] < end[:-1])
+    if overlap.size:
+        i = int(overlap[0])
+        raise DataError(
+            path,
+            field,
+            f"has overlapping intervals [{start[i]!r}, {end[i]!r}) and [{start[i + 1]!r}, {end[i + 1]!r})",
+            "merge overlapping intervals: a domain is a set of disjoint time spans",
+        )
