@@ -1,0 +1,176 @@
+"""Per-chunk spike encoder (SPEC 2.4): M learned latents cross-attend to the spike tokens of their chunk.
+
+For every chunk, with times measured from the chunk start (so every chunk, of a window or of an hours-long stream,
+uses the same small numbers)::
+
+    token = unit_emb[unit] + type_vec (+ value * value_vec for binned counts)
+    z     = latent + W_o rotate(softmax(q k^T) v, -t_latent)      (rotary cross-attention, rotate_value)
+    z     = z + FFN(LN(z))
+    (depth times) z = z + SelfAttn(z); z = z + FFN(LN(z))       (rotary self-attention among the M latents)
+
+and the chunk's output is the M latents concatenated, [M * d].
+
+Empty chunks: attention over an empty set is defined as a zero update, so an empty chunk yields
+``latent + b_o`` followed by the FFN (no "blank" token). The window (segment) form and the streaming (dense) form
+implement the same rule, so they agree on silent chunks too.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from possm_jax.nn.attention import HEAD_DIM, RotaryCrossAttention, masked_attention, segment_attention
+from possm_jax.nn.ffn import FeedForward
+from possm_jax.nn.rope import rope_angles, rotate
+from possm_jax.types import Array
+
+EMBEDDING_INIT_STD = 0.02
+
+
+def latent_times(num_latents: int, bin_width: float) -> np.ndarray:
+    """Times of the M latents within a chunk: ``(i + 1/2) * bin_width / M``; one latent sits at the chunk centre.
+
+    Returns:
+      [m] float32 seconds from the chunk start.
+    """
+    return ((np.arange(num_latents, dtype=np.float64) + 0.5) * bin_width / num_latents).astype(np.float32)
+
+
+class LatentSelfAttention(nnx.Module):
+    """One in-chunk processing layer: rotary self-attention among the M latents, then a pre-norm FFN."""
+
+    def __init__(self, dim: int, *, rngs: nnx.Rngs, ffn_mult: int, ffn_dropout: float, head_dim: int):
+        self.attn = RotaryCrossAttention(dim, dim, rngs=rngs, head_dim=head_dim)
+        self.ffn = FeedForward(dim, rngs=rngs, mult=ffn_mult, dropout_rate=ffn_dropout)
+
+    def __call__(self, z: Array, angles: Array, *, rngs: nnx.Rngs | None = None) -> Array:
+        """z: [..., m, d], angles: [m, f] -> [..., m, d]."""
+        q = self.attn.query(z, angles)
+        k, v = self.attn.key_value(z)
+        k, v = rotate(k, angles), rotate(v, angles)
+        visible = jnp.ones(k.shape[:-1], dtype=bool)[..., None, :]  # [..., 1, m]: every latent sees all M
+        a = masked_attention(q, k[..., None, :, :], v[..., None, :, :], visible)
+        z = z + self.attn.output(a, angles)
+        return z + self.ffn(z, rngs=rngs)
+
+
+class SpikeEncoder(nnx.Module):
+    """Token embedding tail, latent queries, rotary cross-attention, FFN and optional latent self-attention.
+
+    The unit-embedding table lives in the model (it is resized by vocabulary operations); this module adds the
+    token-type vector (and the value embedding for binned inputs) to the looked-up unit vectors.
+
+    Args:
+      dim: d.
+      rngs: parameter RNG streams.
+      bin_width: chunk length in seconds (sets the latent times).
+      num_latents: M latents per chunk.
+      depth: in-chunk self-attention layers over the M latents.
+      binned: add ``value * value_vec`` to each token (binned-count inputs).
+      ffn_mult: FFN width multiplier.
+      ffn_dropout: FFN dropout (training only).
+      head_dim: attention head width e.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        rngs: nnx.Rngs,
+        bin_width: float,
+        num_latents: int = 1,
+        depth: int = 0,
+        binned: bool = False,
+        ffn_mult: int = 4,
+        ffn_dropout: float = 0.0,
+        head_dim: int = HEAD_DIM,
+    ):
+        init = nnx.initializers.normal(EMBEDDING_INIT_STD)
+        self.num_latents = num_latents
+        self.latent_time = latent_times(num_latents, bin_width)  # static numpy constant, not a parameter
+        self.token_type = nnx.Param(init(rngs.params(), (dim,)))
+        self.value_vec = nnx.Param(init(rngs.params(), (dim,))) if binned else None
+        self.latents = nnx.Param(init(rngs.params(), (num_latents, dim)))
+        self.attn = RotaryCrossAttention(dim, dim, rngs=rngs, head_dim=head_dim)
+        self.ffn = FeedForward(dim, rngs=rngs, mult=ffn_mult, dropout_rate=ffn_dropout)
+        self.layers = nnx.List(
+            [
+                LatentSelfAttention(dim, rngs=rngs, ffn_mult=ffn_mult, ffn_dropout=ffn_dropout, head_dim=head_dim)
+                for _ in range(depth)
+            ]
+        )
+
+    def tokens(self, unit_vec: Array, value: Array) -> Array:
+        """unit_vec: [..., d] looked-up unit embeddings, value: [...] -> token vectors [..., d]."""
+        x = unit_vec + self.token_type[...]
+        if self.value_vec is not None:
+            x = x + value[..., None] * self.value_vec[...]
+        return x
+
+    def _latent_query(self, omega: Array) -> tuple[Array, Array]:
+        """Scaled rotated latent queries [m, e] and the latents' angles [m, f] (identical for every chunk)."""
+        angles = rope_angles(jnp.asarray(self.latent_time), omega)
+        return self.attn.query(self.latents[...], angles), angles
+
+    def _finish(self, a: Array, angles: Array, rngs: nnx.Rngs | None) -> Array:
+        """a: [..., m, e] attention outputs -> [..., m * d] chunk latents (residual, FFN, self-attention layers)."""
+        z = self.latents[...] + self.attn.output(a, angles)
+        z = z + self.ffn(z, rngs=rngs)
+        for layer in self.layers:
+            z = layer(z, angles, rngs=rngs)
+        return z.reshape(*z.shape[:-2], -1)
+
+    def window(
+        self,
+        tokens: Array,
+        spike_time: Array,
+        spike_chunk: Array,
+        spike_mask: Array,
+        num_chunks: int,
+        omega: Array,
+        *,
+        rngs: nnx.Rngs | None = None,
+    ) -> Array:
+        """Encode every chunk of a window from its flat token list (segment softmax, O(tokens)).
+
+        Args:
+          tokens: [b, s, d] token vectors.
+          spike_time: [b, s] seconds since each token's chunk start.
+          spike_chunk: [b, s] chunk of each token, in [0, c).
+          spike_mask: [b, s] True for real tokens.
+          num_chunks: c (static).
+          omega: [f] RoPE frequencies.
+          rngs: dropout RNGs (training) or None.
+
+        Returns:
+          [b, c, m * d] chunk latents.
+        """
+        b, s, _ = tokens.shape
+        q, q_angles = self._latent_query(omega)
+        k, v = self.attn.key_value(tokens)
+        k_angles = rope_angles(spike_time, omega)
+        k, v = rotate(k, k_angles), rotate(v, k_angles)
+        segment = (jnp.arange(b, dtype=jnp.int32)[:, None] * num_chunks + spike_chunk).reshape(b * s)
+        a = segment_attention(
+            q, k.reshape(b * s, -1), v.reshape(b * s, -1), segment, spike_mask.reshape(b * s), b * num_chunks
+        )
+        return self._finish(a.reshape(b, num_chunks, *a.shape[1:]), q_angles, rngs)
+
+    def chunk(self, tokens: Array, spike_time: Array, spike_mask: Array, omega: Array) -> Array:
+        """Encode one chunk per stream (dense masked softmax; inference, no dropout).
+
+        Args:
+          tokens: [b, s, d] token vectors of the chunk.
+          spike_time: [b, s] seconds since the chunk start.
+          spike_mask: [b, s] True for real tokens.
+          omega: [f] RoPE frequencies.
+
+        Returns:
+          [b, m * d] chunk latents.
+        """
+        q, q_angles = self._latent_query(omega)
+        k, v = self.attn.key_value(tokens)
+        k_angles = rope_angles(spike_time, omega)
+        k, v = rotate(k, k_angles), rotate(v, k_angles)
+        a = masked_attention(q, k[:, None], v[:, None], spike_mask[:, None, :])  # [b, m, e]
+        return self._finish(a, q_angles, None)
