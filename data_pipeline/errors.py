@@ -7,9 +7,14 @@ written; slicing never re-checks.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
+import h5py
 import numpy as np
+
+REWRITE = "re-create the file from its source data (e.g. data_pipeline.store_writer.write_recording)"
 
 
 class DataError(ValueError):
@@ -28,6 +33,25 @@ class DataError(ValueError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{self.path}: field '{field}': {problem}. Fix: {fix}.")
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike, field: str) -> Iterator[None]:
+    """Report low-level h5py/numpy failures while reading ``field`` as a DataError naming it."""
+    try:
+        yield
+    except DataError:
+        raise
+    except (OSError, KeyError, RuntimeError, TypeError, ValueError) as e:
+        raise DataError(path, field, f"cannot be read ({type(e).__name__}: {e})", REWRITE) from e
+
+
+def open_hdf5(path: str | os.PathLike, fix: str) -> h5py.File:
+    """Open ``path`` read-only (mode ``"r"``: the file is never modified), or raise a DataError saying why not."""
+    try:
+        return h5py.File(path, "r")
+    except (OSError, ValueError) as e:
+        raise DataError(path, "<file>", f"is not a readable HDF5 file ({e})", fix) from e
 
 
 def check_float_vector(path: str | os.PathLike, field: str, values: np.ndarray, *, fix: str) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -34,7 +33,6 @@ _ID_GROUPS = ("brainset", "session", "subject", "device")
 _SPECIAL = {"spikes", "units", "domain", "truth", *_SPLITS.values(), *_ID_GROUPS}
 _BLOCK = 1 << 20  # spikes per validation read: bounded memory for hour-long sessions
 _MAX_GRID = 100_000_000  # seconds of coarse index; more means a corrupt domain, not a real session
-_REWRITE = "re-create the file from its source data (e.g. data_pipeline.store_writer.write_recording)"
 
 
 def _text(value) -> str:
@@ -57,7 +55,7 @@ def _unicode_keys(group: h5py.Group) -> set[str]:
     return {_text(k) for k in np.atleast_1d(group.attrs.get("_unicode_keys", np.array([], dtype="S")))}
 
 
-def _as_text_array(values: np.ndarray) -> np.ndarray:
+def as_text_array(values: np.ndarray) -> np.ndarray:
     """Decode ``S``/object byte strings to ``U``; other dtypes are returned unchanged."""
     if values.dtype.kind in "SO":
         return np.array([_text(v) for v in values.ravel()], dtype=str).reshape(values.shape)
@@ -71,15 +69,9 @@ class _Parser:
         self.path = path
         self.file = file
 
-    @contextlib.contextmanager
-    def field(self, name: str) -> Iterator[None]:
-        """Turn low-level h5py/numpy failures while reading ``name`` into a DataError naming it."""
-        try:
-            yield
-        except DataError:
-            raise
-        except (OSError, KeyError, RuntimeError, TypeError, ValueError) as e:
-            raise DataError(self.path, name, f"cannot be read ({type(e).__name__}: {e})", _REWRITE) from e
+    def field(self, name: str) -> contextlib.AbstractContextManager:
+        """Context in which low-level read failures become a DataError naming field ``name``."""
+        return errors.reading(self.path, name)
 
     def group(self, parent: h5py.Group, name: str, field: str, kinds: tuple[str, ...]) -> h5py.Group:
         """The child group ``name`` of ``parent``; it must exist and be one of the temporaldata ``kinds``."""
@@ -117,7 +109,7 @@ class _Parser:
                 continue
             values = self.array(group, key, f"{field}/{key}")
             errors.check_same_length(self.path, f"{field}/{key}", values, len(start), f"{field}/start")
-            columns[key] = _as_text_array(values) if key in text else values
+            columns[key] = as_text_array(values) if key in text else values
         order = np.argsort(start, kind="stable")
         if np.any(order != np.arange(len(start))):
             start, end = start[order], end[order]
@@ -185,7 +177,7 @@ class _Parser:
 
     def unit_ids(self) -> np.ndarray:
         units = self.group(self.file, "units", "units", ("ArrayDict",))
-        ids = _as_text_array(self.array(units, "id", "units/id"))
+        ids = as_text_array(self.array(units, "id", "units/id"))
         if ids.ndim != 1 or ids.dtype.kind not in "Uiu":
             raise DataError(
                 self.path, "units/id", f"has dtype {ids.dtype}, shape {ids.shape}", "store unit names as 1-D"
@@ -255,7 +247,7 @@ class _Parser:
                     self.path,
                     "spikes/timestamp_indices_1s",
                     "does not match searchsorted(timestamps, arange(domain.start[0], domain.end[-1] + 1, 1.0))",
-                    _REWRITE,
+                    errors.REWRITE,
                 )
         return grid, coarse, n
 
@@ -273,12 +265,7 @@ class StoredRecording:
         self.path = Path(path)
         self._h5: h5py.File | None = None
         self._pid = -1
-        try:
-            file = h5py.File(self.path, "r")
-        except (OSError, ValueError) as e:
-            raise DataError(
-                self.path, "<file>", f"is not a readable HDF5 file ({e})", "pass a brainsets/temporaldata .h5 file"
-            ) from e
+        file = errors.open_hdf5(self.path, "pass a brainsets/temporaldata session file (.h5)")
         with file:
             parser = _Parser(self.path, file)
             self.brainset_id, self.session_id, self.subject_id = parser.identifiers()

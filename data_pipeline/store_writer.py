@@ -180,7 +180,7 @@ def write_recording(path: str | os.PathLike, recording: Recording, *, overwrite:
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
     _validate(path, recording)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
