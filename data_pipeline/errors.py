@@ -82,7 +82,7 @@ def check_sorted(path: str | os.PathLike, field: str, times: np.ndarray, *, fix:
             path,
             field,
             f"is not sorted: {len(drops)} decreasing steps, first at index {i + 1} "
-            f"({times[drops[0] + 1]!r} < {times[drops[0]]!r})",
+            f"({float(times[drops[0] + 1])!r} < {float(times[drops[0]])!r})",
             fix,
         )
 
@@ -119,7 +119,10 @@ def check_intervals(path: str | os.PathLike, field: str, start: np.ndarray, end:
     if back.size:
         i = int(back[0])
         raise DataError(
-            path, field, f"has {back.size} intervals with end < start (first: [{start[i]!r}, {end[i]!r}])", fix
+            path,
+            field,
+            f"has {back.size} intervals with end < start (first: [{float(start[i])}, {float(end[i])}])",
+            fix,
         )
 
 
@@ -131,6 +134,7 @@ def check_disjoint(path: str | os.PathLike, field: str, start: np.ndarray, end: 
         raise DataError(
             path,
             field,
-            f"has overlapping intervals [{start[i]!r}, {end[i]!r}) and [{start[i + 1]!r}, {end[i + 1]!r})",
+            f"has overlapping intervals [{float(start[i])}, {float(end[i])}) and "
+            f"[{float(start[i + 1])}, {float(end[i + 1])})",
             "merge overlapping intervals: a domain is a set of disjoint time spans",
         )

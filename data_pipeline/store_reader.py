@@ -126,9 +126,11 @@ class _Parser:
         fix = f"write one sample of every '{field}' column per timestamp"
         if regular:
             with self.field(f"{field}.attrs[sampling_rate]"):
-                rate = float(group.attrs["sampling_rate"])
+                rate = group.attrs.get("sampling_rate")
+                problem = "is missing" if rate is None else f"is {rate}"
+                rate = float(rate) if rate is not None else np.nan
             if not np.isfinite(rate) or rate <= 0:
-                raise DataError(self.path, f"{field}.attrs[sampling_rate]", f"is {rate}", "store the rate in Hz (> 0)")
+                raise DataError(self.path, f"{field}.attrs[sampling_rate]", problem, "store the rate in Hz (> 0)")
             domain = self.intervals(self.group(group, "domain", f"{field}/domain", ("Interval",)), f"{field}/domain")
             if len(domain) == 0:
                 raise DataError(self.path, f"{field}/domain", "is empty", "store the series' time span as its domain")
