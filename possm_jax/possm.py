@@ -139,21 +139,19 @@ class POSSM(nnx.Module):
         cfg = self.config
         return band_offsets(query_time, bin_width=cfg.bin_width, lag=cfg.lag, context_chunks=cfg.context_chunks)
 
-    def decode(
-        self,
-        batch: Mapping[str, Array],
-        context: Array,
-        *,
-        rngs: nnx.Rngs | None = None,
-        times: DecoderTimes | None = None,
-    ) -> Array:
-        """Decoder outputs [b, q, d] (before the readouts) from the backbone outputs ``context`` [b, c, h].
+    def decoder_inputs(
+        self, batch: Mapping[str, Array], context: Array, *, times: DecoderTimes | None = None
+    ) -> tuple[Array, Array, Array, Array, Array, Array]:
+        """Queries and their gathered key band, ready for :meth:`OutputDecoder.attend`.
 
         Args:
           batch: reads ``session``, ``query_chunk``, ``query_time``, ``query_task`` and ``chunk_mask``.
           context: [b, c, h] backbone outputs.
-          rngs: dropout RNGs (training) or None.
           times: explicit query / chunk-end times in a common frame (reference parity); default: the local frame.
+
+        Returns:
+          (queries [b, q, d], query angles [b, q, f], keys [b, q, k, e], values [b, q, k, e],
+          key angles [b, q, k, f], visible [b, q, k]).
         """
         query_time = jnp.asarray(batch["query_time"])
         x = self.decoder.queries(self.session_emb(jnp.asarray(batch["session"])), jnp.asarray(batch["query_task"]))
@@ -169,9 +167,7 @@ class POSSM(nnx.Module):
             ends = jnp.broadcast_to(jnp.asarray(times.chunk_end_time), context.shape[:2])
             query_angles = self.rope(jnp.asarray(times.query_time))
             key_angles = self.rope(_gather_chunks(ends, idx))
-        return self.decoder.attend(
-            x, query_angles, _gather_chunks(k, idx), _gather_chunks(v, idx), key_angles, visible, rngs=rngs
-        )
+        return x, query_angles, _gather_chunks(k, idx), _gather_chunks(v, idx), key_angles, visible
 
     def __call__(
         self, batch: Mapping[str, Array], state: PyTree | None = None, *, rngs: nnx.Rngs | None = None
@@ -195,7 +191,8 @@ class POSSM(nnx.Module):
         if state is None:
             state = self.backbone.init_state(latents.shape[0])
         context, state = self.backbone(latents, state, rngs=rngs)
-        return self.decoder.readout(self.decode(batch, context, rngs=rngs)), state
+        out = self.decoder.attend(*self.decoder_inputs(batch, context), rngs=rngs)
+        return self.decoder.readout(out), state
 
     # ---------------------------------------------------------------- streaming
 

@@ -110,6 +110,26 @@ class OutputDecoder(nnx.Module):
         """context: [..., h] backbone outputs -> unrotated (k, v) [..., e]; cheap to cache per chunk."""
         return self.attn.key_value(context)
 
+    def attention_update(
+        self, x: Array, query_angles: Array, k: Array, v: Array, key_angles: Array, visible: Array
+    ) -> Array:
+        """Cross-attention of each query over its gathered band, before the residual.
+
+        Args:
+          x: [b, q, d] query tokens.
+          query_angles: [b, q, f] RoPE angles of the query times.
+          k: [b, q, k, e] unrotated keys of the band.
+          v: [b, q, k, e] unrotated values of the band.
+          key_angles: [b, q, k, f] RoPE angles of the band's chunk-end times (same frame as the queries).
+          visible: [b, q, k] True for usable keys.
+
+        Returns:
+          [b, q, d] update (zero attention, i.e. ``b_o``, where no key is visible).
+        """
+        q = self.attn.query(x, query_angles)
+        a = masked_attention(q, rotate(k, key_angles), rotate(v, key_angles), visible)
+        return self.attn.output(a, query_angles)
+
     def attend(
         self,
         x: Array,
@@ -121,23 +141,8 @@ class OutputDecoder(nnx.Module):
         *,
         rngs: nnx.Rngs | None = None,
     ) -> Array:
-        """Attention over each query's gathered band, residual and FFN.
-
-        Args:
-          x: [b, q, d] query tokens.
-          query_angles: [b, q, f] RoPE angles of the query times.
-          k: [b, q, k, e] unrotated keys of the band.
-          v: [b, q, k, e] unrotated values of the band.
-          key_angles: [b, q, k, f] RoPE angles of the band's chunk-end times (same frame as the queries).
-          visible: [b, q, k] True for usable keys.
-          rngs: dropout RNGs (training) or None.
-
-        Returns:
-          [b, q, d] decoder outputs before the readouts.
-        """
-        q = self.attn.query(x, query_angles)
-        a = masked_attention(q, rotate(k, key_angles), rotate(v, key_angles), visible)
-        x = x + self.attn.output(a, query_angles)
+        """``l = x + attention_update(...)``, then ``l + FFN(LN(l))``: [b, q, d] outputs before the readouts."""
+        x = x + self.attention_update(x, query_angles, k, v, key_angles, visible)
         return x + self.ffn(x, rngs=rngs)
 
     def readout(self, x: Array) -> dict[str, Array]:

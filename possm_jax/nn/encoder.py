@@ -107,18 +107,60 @@ class SpikeEncoder(nnx.Module):
             x = x + value[..., None] * self.value_vec[...]
         return x
 
-    def _latent_query(self, omega: Array) -> tuple[Array, Array]:
+    def latent_query(self, omega: Array) -> tuple[Array, Array]:
         """Scaled rotated latent queries [m, e] and the latents' angles [m, f] (identical for every chunk)."""
         angles = rope_angles(jnp.asarray(self.latent_time), omega)
         return self.attn.query(self.latents[...], angles), angles
 
-    def _finish(self, a: Array, angles: Array, rngs: nnx.Rngs | None) -> Array:
-        """a: [..., m, e] attention outputs -> [..., m * d] chunk latents (residual, FFN, self-attention layers)."""
-        z = self.latents[...] + self.attn.output(a, angles)
+    def finish(self, update: Array, angles: Array, *, rngs: nnx.Rngs | None = None) -> Array:
+        """Residual, FFN and self-attention layers after the cross-attention.
+
+        Args:
+          update: [..., m, d] cross-attention update (``W_o`` output) per latent.
+          angles: [m, f] the latents' RoPE angles.
+          rngs: dropout RNGs (training) or None.
+
+        Returns:
+          [..., m * d] chunk latents.
+        """
+        z = self.latents[...] + update
         z = z + self.ffn(z, rngs=rngs)
         for layer in self.layers:
             z = layer(z, angles, rngs=rngs)
         return z.reshape(*z.shape[:-2], -1)
+
+    def window_update(
+        self,
+        tokens: Array,
+        spike_time: Array,
+        spike_chunk: Array,
+        spike_mask: Array,
+        num_chunks: int,
+        omega: Array,
+    ) -> tuple[Array, Array]:
+        """Cross-attention update of every chunk's latents from a flat token list (segment softmax, O(tokens)).
+
+        Args:
+          tokens: [b, s, d] token vectors.
+          spike_time: [b, s] seconds since each token's chunk start.
+          spike_chunk: [b, s] chunk of each token, in [0, c).
+          spike_mask: [b, s] True for real tokens.
+          num_chunks: c (static).
+          omega: [f] RoPE frequencies.
+
+        Returns:
+          (update [b, c, m, d] before the residual, latent angles [m, f]).
+        """
+        b, s, _ = tokens.shape
+        q, q_angles = self.latent_query(omega)
+        k, v = self.attn.key_value(tokens)
+        k_angles = rope_angles(spike_time, omega)
+        k, v = rotate(k, k_angles), rotate(v, k_angles)
+        segment = (jnp.arange(b, dtype=jnp.int32)[:, None] * num_chunks + spike_chunk).reshape(b * s)
+        a = segment_attention(
+            q, k.reshape(b * s, -1), v.reshape(b * s, -1), segment, spike_mask.reshape(b * s), b * num_chunks
+        )
+        return self.attn.output(a.reshape(b, num_chunks, *a.shape[1:]), q_angles), q_angles
 
     def window(
         self,
@@ -131,30 +173,9 @@ class SpikeEncoder(nnx.Module):
         *,
         rngs: nnx.Rngs | None = None,
     ) -> Array:
-        """Encode every chunk of a window from its flat token list (segment softmax, O(tokens)).
-
-        Args:
-          tokens: [b, s, d] token vectors.
-          spike_time: [b, s] seconds since each token's chunk start.
-          spike_chunk: [b, s] chunk of each token, in [0, c).
-          spike_mask: [b, s] True for real tokens.
-          num_chunks: c (static).
-          omega: [f] RoPE frequencies.
-          rngs: dropout RNGs (training) or None.
-
-        Returns:
-          [b, c, m * d] chunk latents.
-        """
-        b, s, _ = tokens.shape
-        q, q_angles = self._latent_query(omega)
-        k, v = self.attn.key_value(tokens)
-        k_angles = rope_angles(spike_time, omega)
-        k, v = rotate(k, k_angles), rotate(v, k_angles)
-        segment = (jnp.arange(b, dtype=jnp.int32)[:, None] * num_chunks + spike_chunk).reshape(b * s)
-        a = segment_attention(
-            q, k.reshape(b * s, -1), v.reshape(b * s, -1), segment, spike_mask.reshape(b * s), b * num_chunks
-        )
-        return self._finish(a.reshape(b, num_chunks, *a.shape[1:]), q_angles, rngs)
+        """Encode every chunk of a window: [b, c, m * d] chunk latents (arguments as :meth:`window_update`)."""
+        update, angles = self.window_update(tokens, spike_time, spike_chunk, spike_mask, num_chunks, omega)
+        return self.finish(update, angles, rngs=rngs)
 
     def chunk(self, tokens: Array, spike_time: Array, spike_mask: Array, omega: Array) -> Array:
         """Encode one chunk per stream (dense masked softmax; inference, no dropout).
@@ -168,9 +189,9 @@ class SpikeEncoder(nnx.Module):
         Returns:
           [b, m * d] chunk latents.
         """
-        q, q_angles = self._latent_query(omega)
+        q, q_angles = self.latent_query(omega)
         k, v = self.attn.key_value(tokens)
         k_angles = rope_angles(spike_time, omega)
         k, v = rotate(k, k_angles), rotate(v, k_angles)
         a = masked_attention(q, k[:, None], v[:, None], spike_mask[:, None, :])  # [b, m, e]
-        return self._finish(a, q_angles, None)
+        return self.finish(self.attn.output(a, q_angles), q_angles)
