@@ -204,6 +204,15 @@ class _Parser:
             elif kind == "Data":
                 self.walk(node, f"{field}/", behaviour, intervals)
 
+    def arrays(self, group: h5py.Group, prefix: str, out: dict[str, np.ndarray]) -> None:
+        """Datasets of a Data group and its Data children, keyed ``child/name`` (their domains are skipped)."""
+        for name, node in group.items():
+            with self.field(f"{group.name.lstrip('/')}/{name}"):
+                if isinstance(node, h5py.Dataset):
+                    out[f"{prefix}{name}"] = node[()]
+                elif _kind(node) == "Data":
+                    self.arrays(node, f"{prefix}{name}/", out)
+
     def spike_index(self, spikes: h5py.Group, domain: Intervals, n_units: int) -> tuple[np.ndarray, np.ndarray, int]:
         """Validate the spikes blockwise and build the 1 s coarse index.
 
@@ -223,11 +232,15 @@ class _Parser:
         errors.check_same_length(self.path, "spikes/unit_index", units, n, "spikes/timestamps")
         if n == 0:
             raise DataError(self.path, "spikes/timestamps", "is empty: the session has no spikes", "drop this session")
+        field = "domain"
         if "domain" in spikes:
-            domain = self.intervals(self.group(spikes, "domain", "spikes/domain", ("Interval",)), "spikes/domain")
+            field = "spikes/domain"
+            domain = self.intervals(self.group(spikes, "domain", field, ("Interval",)), field)
+            if len(domain) == 0:
+                raise DataError(self.path, field, "is empty", "store the spikes' time span(s) as their domain")
         span = domain.end[-1] + 1.0 - domain.start[0]
         if span > _MAX_GRID:
-            raise DataError(self.path, "domain", f"spans {span:.3g} s", "store times in seconds")
+            raise DataError(self.path, field, f"spans {span:.3g} s", "store times in seconds")
         grid = np.arange(domain.start[0], domain.end[-1] + 1.0, 1.0, dtype=np.float64)
         coarse = np.zeros(len(grid), dtype=np.int64)
         fix = "store spikes as float64 seconds sorted in time, with unit_index rows of 'units'"
@@ -275,6 +288,8 @@ class StoredRecording:
             self.domain = parser.intervals(
                 parser.group(file, "domain", "domain", ("Interval",)), "domain", disjoint=True
             )
+            if len(self.domain) == 0:
+                raise DataError(self.path, "domain", "is empty", "store the session's time span(s) as its domain")
             spikes = parser.group(file, "spikes", "spikes", ("IrregularTimeSeries",))
             self._grid, self._coarse, self.num_spikes = parser.spike_index(spikes, self.domain, len(self.unit_ids))
             self.splits = {}
@@ -341,15 +356,7 @@ class StoredRecording:
         out: dict[str, np.ndarray] = {}
         if not self._has_truth:
             return out
-        parser = _Parser(self.path, self._file())
-
-        def visit(name: str, node: h5py.Dataset | h5py.Group) -> None:
-            if isinstance(node, h5py.Dataset) and not name.endswith(("domain/start", "domain/end")):
-                with parser.field(f"truth/{name}"):
-                    out[name] = node[()]
-
-        with parser.field("truth"):
-            self._file()["truth"].visititems(visit)
+        _Parser(self.path, self._file()).arrays(self._file()["truth"], "", out)
         return out
 
     def load_in_memory(self) -> Recording:

@@ -89,6 +89,11 @@ def overlapping_domain(f):
     replace(f, "domain/end", np.array([4.0, 6.0]))
 
 
+def empty_domain(f):
+    replace(f, "domain/start", np.zeros(0))
+    replace(f, "domain/end", np.zeros(0))
+
+
 def stale_coarse_index(f):
     idx = f["spikes/timestamp_indices_1s"][()]
     idx[3] += 5
@@ -100,6 +105,7 @@ CASES = [
     ("missing spikes", lambda f: f.__delitem__("spikes"), "spikes", "missing"),
     ("missing units", lambda f: f.__delitem__("units"), "units", "missing"),
     ("missing domain", lambda f: f.__delitem__("domain"), "domain", "missing"),
+    ("empty domain", empty_domain, "domain", "empty"),
     ("missing unit_index", lambda f: f.__delitem__("spikes/unit_index"), "spikes/unit_index", "missing"),
     ("unsorted spike times", swap_two, "spikes/timestamps", "not sorted"),
     ("NaN spike time", nan_spike, "spikes/timestamps", "NaN"),

@@ -139,10 +139,28 @@ def test_reads_what_temporaldata_writes(tmp_path):
     with h5py.File(tmp_path / "td.h5", "w") as f:
         as_temporaldata(s).to_hdf5(f)
         f.attrs["lab_note"] = "an attribute nobody knows"
+        f.create_group("scratch").create_dataset("junk", data=np.arange(3))  # a foreign group without attrs
     rec = open_recording(tmp_path / "td.h5")
     assert_session(rec, s)
     assert rec.truth == {}
     assert_session(rec.load_in_memory(), s)
+
+
+def test_reads_gappy_regular_series_from_temporaldata(tmp_path):
+    """A regular series with a gap: temporaldata fills it with NaN and splits the domain in two."""
+    s = make_session(seed=8)
+    sample_times = np.r_[np.arange(0, 50), np.arange(60, 100)] / 10.0 + 0.3
+    pos = np.stack([np.arange(90.0), -np.arange(90.0)], axis=1)
+    data = as_temporaldata(s)
+    data.eye = RegularTimeSeries.from_gappy_timeseries(sample_times, sampling_rate=10.0, pos=pos)
+    with h5py.File(tmp_path / "td.h5", "w") as f:
+        data.to_hdf5(f)
+    eye = open_recording(tmp_path / "td.h5").behaviour["eye"]
+    assert eye.sampling_rate == 10.0
+    np.testing.assert_allclose(eye.timestamps, 0.3 + np.arange(100) / 10.0, rtol=0, atol=1e-12)
+    expected = np.full((100, 2), np.nan)
+    expected[np.r_[0:50, 60:100]] = pos
+    np.testing.assert_array_equal(eye.values["pos"], expected)
 
 
 def test_temporaldata_reads_what_we_write(tmp_path):
