@@ -164,7 +164,10 @@ def _behaviour(path: Path, file: h5py.File, rename: dict[str, str]) -> dict[str,
         for key, value in series.items():
             if key in out:
                 raise DataError(
-                    path, f"processing/behavior/{key}", "collides with another behaviour series", "pass rename="
+                    path,
+                    f"processing/behavior/{key}",
+                    "collides with another behaviour series of that name",
+                    "name one of them with rename={'<series>': '<behaviour>/<value>'} (CLI: --rename)",
                 )
             out[key] = value
     return out

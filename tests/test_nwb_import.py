@@ -6,6 +6,8 @@ the train/valid/test domains are disjoint, cover the session and give whole tria
 """
 
 import datetime
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -189,3 +191,13 @@ def test_cli_writes_a_readable_store(tmp_path, capsys):
         nwb_import.main(argv)
     with pytest.raises(SystemExit):
         nwb_import.main([*argv, "--overwrite", "--split=0.8,0.1"])
+
+
+def test_runtime_needs_neither_pynwb_nor_jax():
+    """The importer and the store run on h5py + numpy alone (pynwb is a test-only dependency)."""
+    code = (
+        "import sys, data_pipeline.nwb_import, data_pipeline.store_reader, data_pipeline.store_writer; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pynwb', 'hdmf', 'jax', 'temporaldata'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
