@@ -10,3 +10,6 @@ Every backbone is an ``nnx.Module`` with the same interface (see :class:`Backbon
 
 The equations are pure functions over arrays in each backbone's module; the modules only hold parameters.
 """
+
+from possm_jax.backbones.registry import BackboneConfig as BackboneConfig
+from possm_jax.backbones.registry import build_backbone as build_backbone

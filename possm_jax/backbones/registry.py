@@ -7,6 +7,7 @@ from flax import nnx
 
 from possm_jax.backbones.base import Backbone
 from possm_jax.backbones.gru import GRU
+from possm_jax.backbones.mamba import Mamba
 from possm_jax.backbones.s4d import S4D
 
 
@@ -45,9 +46,24 @@ def _build_s4d(cfg: BackboneConfig, in_dim: int, rngs: nnx.Rngs) -> Backbone:
     return S4D(in_dim, cfg.hidden, cfg.num_layers, cfg.state_size, cfg.dropout, cfg.s4d_mode, rngs=rngs)
 
 
+def _build_mamba(cfg: BackboneConfig, in_dim: int, rngs: nnx.Rngs) -> Backbone:
+    return Mamba(
+        in_dim,
+        cfg.hidden,
+        cfg.num_layers,
+        cfg.state_size,
+        cfg.expand,
+        cfg.conv_width,
+        cfg.dt_rank,
+        cfg.dropout,
+        rngs=rngs,
+    )
+
+
 _BUILDERS: dict[str, Callable[[BackboneConfig, int, nnx.Rngs], Backbone]] = {
     "gru": _build_gru,
     "s4d": _build_s4d,
+    "mamba": _build_mamba,
 }
 
 
