@@ -1,0 +1,295 @@
+"""Checkpoints (SPEC 4): train state + data iterator state + config in one orbax ``CheckpointManager``.
+
+Each step directory holds three items: ``state`` (the :class:`~possm_jax.train.state.TrainState` pytree, orbax
+``StandardSave``), ``data`` (the grain iterator position, grain's own orbax handler) and ``config`` (JSON). Retention
+keeps the ``keep`` newest steps plus the ``keep_best`` best by a validation metric passed to :meth:`Checkpointer.save`.
+
+Restoring takes a *target* state whose leaves carry the shardings wanted now (see :func:`abstract_state`), so a run
+saved on 8 devices restores onto 1 and vice versa. Failures raise :class:`CheckpointError` (a ValueError) naming the
+directory, the step and what to do; a config that differs from the saved one raises :class:`ConfigMismatchError`
+naming the differing keys.
+
+:class:`PreemptionFlag` turns SIGTERM into a flag the loop polls: save, then exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from grain import checkpoint as grain_checkpoint
+from jax.sharding import Mesh
+from orbax.checkpoint import checkpoint_managers as policies
+
+from possm_jax.train.sharding import replicated
+from possm_jax.types import PyTree
+
+ITEMS = ("state", "data", "config")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, empty, incomplete or corrupt."""
+
+
+class ConfigMismatchError(CheckpointError):
+    """The config stored in a checkpoint disagrees with the one in use."""
+
+
+def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> ``{"a.b.c": leaf}``."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat |= flatten_config(value, f"{name}.")
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any], sections: Iterable[str] = ()) -> list[str]:
+    """Dotted keys whose values differ, or that exist on one side only.
+
+    Args:
+        saved: the config stored in the checkpoint.
+        current: the config in use.
+        sections: top-level keys to compare (e.g. ``("model",)``); empty compares everything.
+    """
+    # JSON round trip so tuples vs lists and int vs float keys compare as they were stored.
+    a = flatten_config(json.loads(json.dumps(saved)))
+    b = flatten_config(json.loads(json.dumps(current)))
+    sections = tuple(sections)
+
+    def wanted(key: str) -> bool:
+        return not sections or any(key == s or key.startswith(f"{s}.") for s in sections)
+
+    keys = sorted(k for k in set(a) | set(b) if wanted(k))
+    return [k for k in keys if a.get(k, "<missing>") != b.get(k, "<missing>")]
+
+
+def abstract_state(state: PyTree, mesh: Mesh) -> PyTree:
+    """Shape/dtype structs of ``state`` replicated on ``mesh``: the restore target for this device count."""
+    sharding = replicated(mesh)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
+
+
+def _as_abstract(x: Any) -> jax.ShapeDtypeStruct:
+    """A restore target leaf: kept if abstract; else its shape, dtype and sharding (host arrays: first device)."""
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return x
+    sharding = getattr(x, "sharding", None) or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
+
+class Checkpointer:
+    """Saves and restores train state, data-iterator state and config under ``directory``.
+
+    Args:
+        directory: where step directories go (created on the first save unless ``read_only``).
+        keep: how many of the newest steps to keep.
+        best_metric: name of the metric (passed to :meth:`save`) that ranks checkpoints; None keeps newest only.
+        best_mode: "max" (R², accuracy) or "min" (loss).
+        keep_best: how many best checkpoints to keep in addition to the newest ``keep``.
+        read_only: open an existing directory for restoring only (evaluation); it must exist.
+        async_save: write in a background thread (call :meth:`wait` before exiting; :meth:`close` does).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        keep: int = 3,
+        best_metric: str | None = None,
+        best_mode: str = "max",
+        keep_best: int = 1,
+        read_only: bool = False,
+        async_save: bool = True,
+    ):
+        if best_mode not in ("max", "min"):
+            raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.directory = os.path.abspath(os.fspath(directory))
+        if read_only and not os.path.isdir(self.directory):
+            raise CheckpointError(f"checkpoint directory {self.directory} does not exist; pass the --workdir of a run")
+        self.best_metric, self.best_mode = best_metric, best_mode
+        keepers: list[Any] = [policies.LatestN(n=keep)]
+        if best_metric is not None:
+            keepers.append(
+                policies.BestN(
+                    get_metric_fn=self._metric_value,
+                    reverse=best_mode == "min",
+                    n=keep_best,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policies.AnyPreservationPolicy(keepers),
+            # best_fn also makes orbax write each step's metrics to disk, so retention survives a restart.
+            best_fn=self._metric_value if best_metric is not None else None,
+            best_mode=best_mode,
+            read_only=read_only,
+            create=not read_only,
+            enable_async_checkpointing=async_save,
+        )
+        handlers = {
+            "state": ocp.StandardCheckpointHandler(),
+            "data": grain_checkpoint.CheckpointHandler(),
+            "config": ocp.JsonCheckpointHandler(),
+        }
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+
+    def _metric_value(self, metrics: Mapping[str, Any]) -> float:
+        return float(metrics[self.best_metric])
+
+    # ------------------------------------------------------------------------------------------------------ save
+    def save(
+        self,
+        step: int,
+        state: PyTree,
+        config: Mapping[str, Any],
+        data_iterator: Any = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> None:
+        """Writes ``step`` (overwriting nothing: an existing step is left as is).
+
+        Args:
+            step: the train step (``int(state.step)``).
+            state: the train state pytree.
+            config: the run's config as plain JSON-serialisable mappings (``ConfigDict.to_dict()``).
+            data_iterator: a grain iterator whose position is saved (None: not saved).
+            metrics: validation metrics; ``best_metric`` must be among them for best-by-validation retention.
+        """
+        if self.best_metric is not None and metrics is not None and self.best_metric not in metrics:
+            raise ValueError(f"metrics: missing best_metric {self.best_metric!r}; got {sorted(metrics)}")
+        items = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(dict(config))}
+        if data_iterator is not None:
+            items["data"] = grain_checkpoint.CheckpointSave(data_iterator)
+        self._manager.save(int(step), args=ocp.args.Composite(**items), metrics=dict(metrics) if metrics else None)
+
+    def wait(self) -> None:
+        """Blocks until background writes are on disk."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Waits for writes and releases the manager."""
+        self._manager.close()
+
+    # ---------------------------------------------------------------------------------------------------- query
+    def all_steps(self) -> list[int]:
+        """Saved steps, ascending."""
+        self._manager.reload()
+        return sorted(self._manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        """The newest saved step, or None."""
+        steps = self.all_steps()
+        return steps[-1] if steps else None
+
+    def best_step(self) -> int | None:
+        """The saved step with the best ``best_metric``, or None if no step has metrics."""
+        if self.best_metric is None:
+            raise ValueError("best_step: this Checkpointer was created without best_metric")
+        self._manager.reload()
+        return self._manager.best_step()
+
+    # -------------------------------------------------------------------------------------------------- restore
+    def _resolve_step(self, step: int | None) -> int:
+        steps = self.all_steps()
+        if not steps:
+            raise CheckpointError(
+                f"no checkpoint in {self.directory}; train first, or point --workdir at a run that saved one"
+            )
+        if step is None:
+            return steps[-1]
+        if step not in steps:
+            raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; saved steps: {steps}")
+        return step
+
+    def restore_config(self, step: int | None = None) -> dict[str, Any]:
+        """The config saved with ``step`` (newest if None)."""
+        step = self._resolve_step(step)
+        return self._read(step, {"config": ocp.args.JsonRestore()})["config"]
+
+    def _read(self, step: int, items: dict[str, Any]) -> Any:
+        try:
+            return self._manager.restore(step, args=ocp.args.Composite(**items))
+        except Exception as e:  # orbax raises many types for unreadable files; all mean the same to the user
+            detail = " ".join(str(e).split())[:500]
+            raise CheckpointError(
+                f"checkpoint step {step} in {self.directory} could not be read ({type(e).__name__}: {detail}). "
+                f"It may be incomplete (a run killed while saving) or corrupt, or saved from a different model. Delete "
+                f"{os.path.join(self.directory, str(step))} to resume from an earlier step; saved steps: "
+                f"{self.all_steps()}"
+            ) from e
+
+    def restore(
+        self,
+        target: PyTree,
+        step: int | None = None,
+        config: Mapping[str, Any] | None = None,
+        compare: Iterable[str] = ("model",),
+        data_iterator: Any = None,
+    ) -> PyTree:
+        """Restores a train state onto ``target``'s shardings (and the data iterator in place).
+
+        Args:
+            target: a state or :func:`abstract_state` with the structure, shapes and shardings to restore into.
+            step: the step to restore; None: the newest.
+            config: the config in use; if given, the saved config's ``compare`` sections must equal it.
+            compare: top-level config sections that must match (empty: all).
+            data_iterator: a grain iterator to move to the saved position (needs ``data`` saved with the step).
+
+        Raises:
+            CheckpointError: missing/corrupt checkpoint. ConfigMismatchError: the configs differ.
+        """
+        step = self._resolve_step(step)
+        if config is not None:
+            diff = config_differences(self.restore_config(step), config, compare)
+            if diff:
+                raise ConfigMismatchError(
+                    f"checkpoint step {step} in {self.directory} was saved with a different config: {diff} differ. "
+                    f"Use the checkpoint's config (its config item), or start a new --workdir for a new model."
+                )
+        items = {"state": ocp.args.StandardRestore(jax.tree.map(_as_abstract, target))}
+        if data_iterator is not None:
+            items["data"] = grain_checkpoint.CheckpointRestore(data_iterator)
+        return self._read(step, items)["state"]
+
+
+class PreemptionFlag:
+    """Set by SIGTERM (cluster pre-emption, ``kill``); the training loop polls it, saves, then exits.
+
+    Use as a context manager, which installs the handler and restores the previous one on exit::
+
+        with PreemptionFlag() as preempted:
+            for batch in data:
+                ...
+                if preempted.requested:
+                    ckpt.save(...); ckpt.wait(); break
+    """
+
+    def __init__(self, signals: Iterable[int] = (signal.SIGTERM,)):
+        self.signals = tuple(signals)
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        del frame
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+
+    def __enter__(self) -> PreemptionFlag:
+        for sig in self.signals:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
