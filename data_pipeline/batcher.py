@@ -87,10 +87,19 @@ class PreparedSession:
         )
 
 
-def _concat_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def _concat_ranges(starts: np.ndarray, counts: np.ndarray, dtype=np.int64) -> np.ndarray:
     """``concatenate([arange(a, a + n) for a, n in zip(starts, counts)])`` without a Python loop."""
     first = np.cumsum(counts) - counts
-    return np.arange(int(first[-1] + counts[-1])) + np.repeat(starts - first, counts)
+    out = np.arange(int(first[-1] + counts[-1]), dtype=dtype)
+    out += np.repeat((starts - first).astype(dtype), counts)
+    return out
+
+
+def _segment_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Sums of consecutive segments of bool ``values`` with lengths ``counts`` (empty segments sum to 0)."""
+    first = np.cumsum(counts) - counts  # <= len(values); the appended 0 keeps every start a valid index
+    sums = np.add.reduceat(np.append(values, False), first, dtype=np.int64)
+    return np.where(counts > 0, sums, 0)
 
 
 class WindowBatcher:
@@ -123,6 +132,7 @@ class WindowBatcher:
         self._spike_off = np.cumsum([0] + [len(s.spike_times) for s in sessions])
         self._query_off = np.cumsum([0] + [len(s.queries.times) for s in sessions])
         self._spike_times = np.concatenate([s.spike_times for s in sessions])
+        self._index_dtype = np.int32 if len(self._spike_times) < 2**31 else np.int64  # int32 gathers are faster
         self._spike_row = np.concatenate([s.spike_row for s in sessions])
         self._spike_unit = np.concatenate([s.spike_unit for s in sessions])
         self._query_times = np.concatenate([s.queries.times for s in sessions])
@@ -175,21 +185,25 @@ class WindowBatcher:
 
         lo, hi = self._ranges(session, t0, t1, self._spike_times, self._spike_off)
         n = hi - lo
-        idx = _concat_ranges(lo, n)
+        idx = _concat_ranges(lo, n, self._index_dtype)
         if self.unit_dropout is not None:
             keep = keep_masks(key, self._num_units[session], self.unit_dropout)
-            kept = keep.ravel()[np.repeat(np.arange(b) * keep.shape[1], n) + self._spike_row[idx]]
-            idx = idx[kept]
-            total = np.concatenate([[0], np.cumsum(kept)])
-            ends = np.cumsum(n)
-            n = total[ends] - total[ends - n]
+            # Each spike looks up (window, unit row) in the flattened [b, width] keep matrix.
+            # (np.take and np.compress are several times faster than fancy and boolean indexing.)
+            lookup = np.take(self._spike_row, idx)
+            lookup += np.repeat(np.arange(0, b * keep.shape[1], keep.shape[1], dtype=np.int32), n)
+            kept = np.take(keep.ravel(), lookup)
+            idx = np.compress(kept, idx)
+            n = _segment_sums(kept, n)
         self._check_fits(n, s, "spike", "s")
-        chunk, local = chunk_and_offset(self._spike_times[idx] - np.repeat(t0, n), self.cfg.bin_width, c)
-        dst = _concat_ranges(np.arange(b) * s, n)
+        rel = np.take(self._spike_times, idx)
+        rel -= np.repeat(t0, n)
+        chunk, local = chunk_and_offset(rel, self.cfg.bin_width, c)
+        dst = _concat_ranges(np.arange(b) * s, n, np.int32 if b * s < 2**31 else np.int64)
         last = np.zeros(b, np.int32)  # padding repeats each window's last chunk
         has = n > 0
         last[has] = chunk[np.cumsum(n)[has] - 1]
-        batch["spike_unit"] = _scatter(self._spike_unit[idx], dst, (b, s), np.int32)
+        batch["spike_unit"] = _scatter(np.take(self._spike_unit, idx), dst, (b, s), np.int32)
         batch["spike_chunk"] = _scatter(chunk, dst, (b, s), np.int32, fill=np.repeat(last, s))
         batch["spike_time"] = _scatter(local, dst, (b, s), np.float32)
         batch["spike_mask"] = np.arange(s) < n[:, None]
@@ -199,14 +213,14 @@ class WindowBatcher:
         m = hi - lo
         self._check_fits(m, q, "query", "q")
         idx = _concat_ranges(lo, m)
-        chunk, local = chunk_and_offset(self._query_times[idx] - np.repeat(t0, m), self.cfg.bin_width, c)
+        chunk, local = chunk_and_offset(np.take(self._query_times, idx) - np.repeat(t0, m), self.cfg.bin_width, c)
         dst = _concat_ranges(np.arange(b) * q, m)
         batch["query_chunk"] = _scatter(chunk, dst, (b, q), np.int32)
         batch["query_time"] = _scatter(local, dst, (b, q), np.float32)
         batch["query_task"] = np.zeros((b, q), np.int32)
         batch["query_mask"] = np.arange(q) < m[:, None]
-        batch["target"] = _scatter(self._target[idx], dst, (b, q, self._target.shape[1]), np.float32)
-        batch["weight"] = _scatter(self._weight[idx], dst, (b, q), np.float32)
+        batch["target"] = _scatter(np.take(self._target, idx, axis=0), dst, (b, q, self._target.shape[1]), np.float32)
+        batch["weight"] = _scatter(np.take(self._weight, idx), dst, (b, q), np.float32)
         return batch
 
     def _check_fits(self, counts: np.ndarray, size: int, what: str, axis: str) -> None:

@@ -13,8 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-SPIKE_BUCKETS = (64, 128, 256, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 12288, 16384)
-"""Default ladder for the flat spike-token axis ``s`` (steps of at most 1.5x above 512)."""
+SPIKE_BUCKETS = (64, 128, 256, 512, 768, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192)
+"""Default ladder for the flat spike-token axis ``s`` (steps of at most 1.25x from 1024 up)."""
 
 QUERY_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 """Default ladder for the query axis ``q``."""

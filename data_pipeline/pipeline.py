@@ -35,8 +35,8 @@ VocabMap = tuple[np.ndarray, int]
 """A session's vocabulary mapping: (unit_index [u] int32 row -> global unit >= 1, session_index)."""
 
 
-class SessionWindows:
-    """An infinite random-access source of one session's training windows.
+class SessionWindows(grain.MapDataset):
+    """One session's training windows as an infinite grain ``MapDataset``.
 
     Element ``i`` is ``(position, t0, key)``: the session's position in the batcher's list, the window start and a
     64-bit key for the window's own randomness (unit dropout). All three depend only on ``(seed, i)``.
@@ -50,6 +50,7 @@ class SessionWindows:
     """
 
     def __init__(self, position: int, session_index: int, train: Intervals, window: float, seed: int):
+        super().__init__()
         self.position = position
         self.train = train
         self.window = window
@@ -61,6 +62,9 @@ class SessionWindows:
     def __len__(self) -> int:
         return sys.maxsize
 
+    def __str__(self) -> str:
+        return f"SessionWindows(position={self.position}, per_epoch={self.per_epoch})"
+
     def starts(self, epoch: int) -> np.ndarray:
         """The shuffled window starts of ``epoch`` (the last epoch is cached)."""
         if self._epoch[0] != epoch:
@@ -68,7 +72,9 @@ class SessionWindows:
             self._epoch = (epoch, epoch_window_starts(self.train, self.window, rng))
         return self._epoch[1]
 
-    def __getitem__(self, index: int) -> tuple[int, float, int]:
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
         epoch, k = divmod(int(index), self.per_epoch)
         return self.position, float(self.starts(epoch)[k]), splitmix64(self._key ^ int(index))
 
@@ -124,10 +130,7 @@ def make_train_dataset(
         raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index: need 0 <= shard_index < shard_count={shard_count}, got {shard_index}")
-    per_session = [
-        grain.MapDataset.source(SessionWindows(i, s.session_index, s.train, cfg.window, seed))
-        for i, s in enumerate(sessions)
-    ]
+    per_session = [SessionWindows(i, s.session_index, s.train, cfg.window, seed) for i, s in enumerate(sessions)]
     weights = [s.train.total_duration() for s in sessions] if mix_weights is None else list(mix_weights)
     if len(weights) != len(sessions) or min(weights) <= 0:
         raise ValueError(f"mix_weights: need one positive weight per session, got {weights}")

@@ -182,11 +182,15 @@ def chunk_and_offset(rel: np.ndarray, bin_width: float, num_chunks: int) -> tupl
     Returns:
       chunk [k] int32 in ``[0, num_chunks)``, local [k] float32 in ``[0, bin_width)``.
     """
-    chunk = np.floor(rel / bin_width)
+    scaled = np.divide(rel, bin_width)
+    np.floor(scaled, out=scaled)
+    chunk = scaled.astype(np.int32)
     np.clip(chunk, 0, num_chunks - 1, out=chunk)
-    local = (rel - chunk * bin_width).astype(np.float32)
+    np.multiply(chunk, bin_width, out=scaled)  # reuse the buffer: chunk start within the window
+    np.subtract(rel, scaled, out=scaled)
+    local = scaled.astype(np.float32)
     np.clip(local, 0.0, np.nextafter(np.float32(bin_width), np.float32(0.0)), out=local)
-    return chunk.astype(np.int32), local
+    return chunk, local
 
 
 def _window_queries(queries: QueryTable, t0: float, t1: float) -> slice:

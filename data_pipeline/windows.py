@@ -20,9 +20,17 @@ from data_pipeline.recording import Intervals, Recording
 
 
 def _fitting_intervals(intervals: Intervals, window: float) -> tuple[np.ndarray, np.ndarray]:
-    """(start [i], length [i]) of the intervals at least ``window`` long."""
+    """(start [i], length [i]) of the intervals at least ``window`` long, after merging touching intervals.
+
+    A split stored trial by trial lists back-to-back trials as separate intervals; merging them first lets
+    windows span trial boundaries, as they would in one contiguous block.
+    """
     start = np.asarray(intervals.start, dtype=np.float64)
-    length = np.asarray(intervals.end, dtype=np.float64) - start
+    end = np.asarray(intervals.end, dtype=np.float64)
+    if len(start) > 1:  # intervals are sorted by start; a block ends where the next start passes every end so far
+        first = np.flatnonzero(np.concatenate([[True], start[1:] > np.maximum.accumulate(end)[:-1]]))
+        start, end = start[first], np.maximum.reduceat(end, first)
+    length = end - start
     fits = length >= window
     return start[fits], length[fits]
 

@@ -116,3 +116,12 @@ def test_bad_arguments(corpus):
         make_train_iterator(recs, vms[:1], CFG, batch_size=4, seed=0)
     with pytest.raises(ValueError, match="shard_index"):
         make_train_iterator(recs, vms, CFG, batch_size=4, seed=0, shard_index=2, shard_count=2)
+
+
+def test_throughput_measurement_runs(corpus):
+    from data_pipeline.throughput import measure_windows_per_second
+
+    got = measure_windows_per_second(corpus[0], CFG, batch_size=8, seconds=0.05)
+
+    assert got["windows_per_second"] > 0 and got["grain_windows_per_second"] > 0 and got["batches"] > 0
+    assert got["sizes"][2] == 20 and 0 < got["spikes_per_window"] <= got["sizes"][0]

@@ -13,7 +13,7 @@ from handmade_recordings import intervals, make_recording, vocab_map
 
 from data_pipeline import buckets
 from data_pipeline.batch_layout import BATCH_FIELDS
-from data_pipeline.batcher import PreparedSession, WindowBatcher
+from data_pipeline.batcher import PreparedSession, WindowBatcher, _segment_sums
 from data_pipeline.pipeline import iterate_eval_trials
 from data_pipeline.tokenize import QueryTable, TokenizerConfig, chunk_and_offset, collate, tokenize_window
 from data_pipeline.unit_dropout import UnitDropoutConfig, keep_masks
@@ -166,6 +166,15 @@ def test_batcher_equals_per_window_path(dropout):
     if dropout is not None:  # dropout really removed spikes
         full = collate([tokenize_window(recs[p], t, 20, *vms[p], cfg) for p, t in zip(pos, t0, strict=True)])
         assert batch["spike_mask"].sum() < full["spike_mask"].sum()
+
+
+def test_segment_sums_with_empty_segments_anywhere():
+    rng = np.random.default_rng(0)
+    for counts in ([3, 0, 2, 0, 0], [0, 0, 4], [5, 0], [0, 0], [1, 1, 1]):
+        values = rng.random(sum(counts)) < 0.5
+        edges = np.cumsum([0, *counts])
+        expected = [int(values[a:b].sum()) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        np.testing.assert_array_equal(_segment_sums(values, np.array(counts)), expected)
 
 
 def test_eval_trials_longer_than_a_window_keep_every_spike_and_query():

@@ -34,6 +34,13 @@ def test_epoch_windows_cover_valid_starts_uniformly():
     assert hist.min() > 0.85 * hist.mean() and hist.max() < 1.15 * hist.mean()
 
 
+def test_touching_intervals_merge_into_one_block():
+    trials = intervals((0.0, 0.6), (0.6, 1.2), (1.2, 2.1), (5.0, 5.5))  # back-to-back trials of 0.6, 0.6, 0.9 s
+    assert windows_per_epoch(trials, 1.0) == 2
+    starts = epoch_window_starts(trials, 1.0, np.random.default_rng(0))
+    assert np.all((starts >= 0.0) & (starts + 1.0 <= 2.1))
+
+
 def test_no_interval_long_enough_raises():
     with pytest.raises(ValueError, match="window"):
         windows_per_epoch(intervals((0.0, 0.5), (1.0, 1.9)), 1.0)
