@@ -125,3 +125,18 @@ def test_throughput_measurement_runs(corpus):
 
     assert got["windows_per_second"] > 0 and got["grain_windows_per_second"] > 0 and got["batches"] > 0
     assert got["sizes"][2] == 20 and 0 < got["spikes_per_window"] <= got["sizes"][0]
+
+
+def test_synthetic_tiny_corpus_end_to_end():
+    synth = pytest.importorskip("data_pipeline.synth.sessions")
+    presets = pytest.importorskip("data_pipeline.synth.presets")
+    recs = [rec for _, rec in synth.generate(presets.get_preset("tiny"), seed=0)]
+    first = np.cumsum([1] + [len(r.unit_ids) for r in recs])
+    vms = [(np.arange(a, a + len(r.unit_ids)), i + 1) for i, (a, r) in enumerate(zip(first, recs, strict=False))]
+
+    batch = next(make_train_iterator(recs, vms, CFG, batch_size=16, seed=0, prefetch=0))
+
+    weights = np.unique(batch["weight"][batch["query_mask"]])
+    assert 5.0 in weights and np.all(np.isin(weights, np.float32([0.0, 0.1, 1.0, 5.0])))  # reach, hold, return
+    units = batch["spike_unit"][batch["spike_mask"]]
+    assert units.min() >= 1 and units.max() < first[-1]
