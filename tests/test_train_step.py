@@ -10,7 +10,14 @@ from flax import nnx
 
 from possm_jax.train.loss import multitask_loss
 from possm_jax.train.optim import lamb
-from possm_jax.train.sharding import make_mesh, replicate, shard_batch
+from possm_jax.train.sharding import (
+    cluster_env_present,
+    host_batch_slice,
+    make_mesh,
+    maybe_initialize_distributed,
+    replicate,
+    shard_batch,
+)
 from possm_jax.train.state import create_train_state, param_paths, trainable_mask
 from possm_jax.train.step import NonFiniteLossError, check_finite, make_train_step
 
@@ -125,3 +132,21 @@ def test_nan_guard_keeps_state_and_names_step():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(NonFiniteLossError, match="at step 1 .*last good checkpoint \\(step 0\\)"):
         check_finite(metrics, step=int(state.step), last_checkpoint=0)
+
+
+def test_cluster_env_detection():
+    assert not cluster_env_present({})
+    assert not cluster_env_present({"SLURM_NTASKS": "1"})
+    assert cluster_env_present({"SLURM_NTASKS": "4"})
+    assert cluster_env_present({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"})
+    assert not maybe_initialize_distributed({})
+
+
+def test_host_slicing_and_batch_errors():
+    assert host_batch_slice(16) == slice(0, 16)  # one process holds the whole global batch
+    with pytest.raises(ValueError, match="divisible by the 8 devices"):
+        host_batch_slice(12)
+    with pytest.raises(ValueError, match=r"batch\['x'\].*multiple of this host's 8 devices"):
+        shard_batch({"x": np.zeros((6, 2), np.float32)}, make_mesh(8))
+    with pytest.raises(ValueError, match="num_devices must be in"):
+        make_mesh(9)

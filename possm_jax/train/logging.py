@@ -59,7 +59,7 @@ class RunLogger:
         if enabled:
             os.makedirs(self.logdir, exist_ok=True)
             self._writer = SummaryWriter(self.logdir)
-            self._scalars = open(os.path.join(self.logdir, SCALARS_FILE), "a", encoding="utf-8")  # noqa: SIM115
+            self._scalars = open(os.path.join(self.logdir, SCALARS_FILE), "a", encoding="utf-8")
         self._bar = tqdm(total=total_steps, initial=initial_step, desc=desc, unit="step", disable=not enabled)
 
     def log(self, step: int, scalars: Mapping[str, Any], prefix: str = "") -> None:
