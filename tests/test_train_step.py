@@ -18,7 +18,7 @@ from possm_jax.train.sharding import (
     replicate,
     shard_batch,
 )
-from possm_jax.train.state import create_train_state, param_paths, trainable_mask
+from possm_jax.train.state import create_train_state, param_paths, path_flags, trainable_mask
 from possm_jax.train.step import NonFiniteLossError, check_finite, make_train_step
 
 B, Q, UNITS = 8, 5, 6
@@ -150,3 +150,20 @@ def test_host_slicing_and_batch_errors():
         shard_batch({"x": np.zeros((6, 2), np.float32)}, make_mesh(8))
     with pytest.raises(ValueError, match="num_devices must be in"):
         make_mesh(9)
+
+
+def test_sparse_embedding_rows_via_path_flags():
+    """LAMB's sparse-row policy addressed by parameter path: untouched unit rows keep zero moments."""
+    model = TinyModel(nnx.Rngs(0))
+    params = nnx.state(model, nnx.Param)
+    flags = path_flags(params, lambda path: path.startswith("unit_emb/"))
+    assert dict(zip(param_paths(params), jax.tree.leaves(flags), strict=True))["unit_emb/embedding"] is True
+    tx = lamb(1e-2, sparse_rows=lambda p: path_flags(p, lambda path: path.startswith("unit_emb/")))
+    graphdef, state = create_train_state(model, tx)
+    step_fn = make_train_step(graphdef, tx, LOSS, donate=False)
+    for seed in range(2):
+        batch = _batch(seed)
+        batch["spike_unit"][:] = 1 + seed  # step 0 touches row 1 only, step 1 row 2 only
+        state, _ = step_fn(state, batch, jax.random.key(0))
+    mu = state.opt_state.inner_state[0].mu["unit_emb"]["embedding"][...]
+    assert np.all(np.asarray(mu[1]) == 0) and np.all(np.asarray(mu[2]) != 0)

@@ -76,6 +76,15 @@ def _path_str(path: Sequence) -> str:
     return "/".join(parts)
 
 
+def path_flags(params: nnx.State, predicate: Callable[[str], bool]) -> PyTree:
+    """A pytree shaped like ``params`` holding ``predicate(path)`` as Python bools.
+
+    E.g. LAMB's ``sparse_rows`` for the embedding tables:
+    ``lamb(lr, sparse_rows=lambda p: path_flags(p, lambda path: path.startswith(("unit_emb/", "session_emb/"))))``.
+    """
+    return jax.tree_util.tree_map_with_path(lambda path, _: bool(predicate(_path_str(path))), params)
+
+
 def _check_broadcast(param: Array, mask: Array) -> None:
     mask = np.asarray(mask)
     if mask.dtype != np.bool_ or np.broadcast_shapes(mask.shape, param.shape) != param.shape:
