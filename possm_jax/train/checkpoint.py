@@ -277,6 +277,7 @@ class PreemptionFlag:
     def __init__(self, signals: Iterable[int] = (signal.SIGTERM,)):
         self.signals = tuple(signals)
         self.requested = False
+        self.signal_name: str | None = None
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
