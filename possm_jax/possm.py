@@ -46,6 +46,19 @@ class StreamState(NamedTuple):
     count: Array
 
 
+class StreamTables(NamedTuple):
+    """Per-parameter constants that speed up streaming (compute once with :meth:`POSSM.stream_tables`).
+
+    Attributes:
+      unit_keys: [u, e] encoder keys of every unit's token (spike inputs; None for binned inputs, whose tokens
+        depend on the count).
+      unit_values: [u, e] encoder values, same layout.
+    """
+
+    unit_keys: Array | None
+    unit_values: Array | None
+
+
 class DecoderTimes(NamedTuple):
     """Explicit decoder times in one common frame, overriding the local chunk frame (for reference parity).
 
@@ -150,8 +163,8 @@ class POSSM(nnx.Module):
           times: explicit query / chunk-end times in a common frame (reference parity); default: the local frame.
 
         Returns:
-          (queries [b, q, d], query angles [b, q, f], keys [b, q, k, e], values [b, q, k, e],
-          key angles [b, q, k, f], visible [b, q, k]).
+          (queries [b, q, d], query rotation [b, q, f], keys [b, q, k, e], values [b, q, k, e],
+          key rotation [b, q, k, f], visible [b, q, k]).
         """
         query_time = jnp.asarray(batch["query_time"])
         x = self.decoder.queries(self.session_emb(jnp.asarray(batch["session"])), jnp.asarray(batch["query_task"]))
@@ -161,13 +174,13 @@ class POSSM(nnx.Module):
         idx = jnp.clip(chunk, 0, context.shape[1] - 1)
         visible = (chunk >= 0) & _gather_chunks(jnp.asarray(batch["chunk_mask"]), idx)
         if times is None:
-            query_angles = self.rope(query_time)
-            key_angles = self.rope(band_key_times(offsets, self.config.bin_width))
+            query_rot = self.rope(query_time)
+            key_rot = self.rope(band_key_times(offsets, self.config.bin_width))
         else:
             ends = jnp.broadcast_to(jnp.asarray(times.chunk_end_time), context.shape[:2])
-            query_angles = self.rope(jnp.asarray(times.query_time))
-            key_angles = self.rope(_gather_chunks(ends, idx))
-        return x, query_angles, _gather_chunks(k, idx), _gather_chunks(v, idx), key_angles, visible
+            query_rot = self.rope(jnp.asarray(times.query_time))
+            key_rot = self.rope(_gather_chunks(ends, idx))
+        return x, query_rot, _gather_chunks(k, idx), _gather_chunks(v, idx), key_rot, visible
 
     def __call__(
         self, batch: Mapping[str, Array], state: PyTree | None = None, *, rngs: nnx.Rngs | None = None
@@ -206,8 +219,19 @@ class POSSM(nnx.Module):
             count=jnp.zeros((batch_size,), jnp.int32),
         )
 
+    def stream_tables(self) -> StreamTables:
+        """Constants for :meth:`step`: the encoder key/value of every unit's token ([u, e] each)."""
+        if self.config.input_kind == "binned":
+            return StreamTables(None, None)
+        tokens = self.encoder.tokens(self.unit_emb.embedding[...], None)
+        return StreamTables(*self.encoder.attn.key_value(tokens))
+
     def step(
-        self, state: StreamState, chunk: Mapping[str, Array], queries: Mapping[str, Array]
+        self,
+        state: StreamState,
+        chunk: Mapping[str, Array],
+        queries: Mapping[str, Array],
+        tables: StreamTables | None = None,
     ) -> tuple[StreamState, dict[str, Array]]:
         """Advance every stream by one chunk and answer the queries that fall in it (inference, no dropout).
 
@@ -216,6 +240,7 @@ class POSSM(nnx.Module):
           chunk: ``spike_unit``, ``spike_time`` (seconds since the chunk start), ``spike_mask`` (and
             ``spike_value`` for binned input), each [b, s].
           queries: ``session`` [b]; ``query_time`` (seconds since this chunk's start), ``query_task``, each [b, q].
+          tables: optional :meth:`stream_tables` of the current parameters (same result, less work per step).
 
         Returns:
           (new state, {task: [b, q, y_task]}).
@@ -223,9 +248,14 @@ class POSSM(nnx.Module):
         if not (validate.is_traced(chunk) or validate.is_traced(queries)):
             validate.check_step(chunk, queries, self)
         omega = self.rope.omega[...]
-        latent = self.encoder.chunk(
-            self._tokens(chunk), jnp.asarray(chunk["spike_time"]), jnp.asarray(chunk["spike_mask"]), omega
-        )
+        spike_time, spike_mask = jnp.asarray(chunk["spike_time"]), jnp.asarray(chunk["spike_mask"])
+        if tables is not None and tables.unit_keys is not None:
+            unit = jnp.asarray(chunk["spike_unit"])
+            latent = self.encoder.chunk(
+                spike_time, spike_mask, omega, kv=(tables.unit_keys[unit], tables.unit_values[unit])
+            )
+        else:
+            latent = self.encoder.chunk(spike_time, spike_mask, omega, tokens=self._tokens(chunk))
         y, backbone_state = self.backbone.step(latent, state.backbone)
         k_new, v_new = self.decoder.key_value(y)
         keys = jnp.concatenate([k_new[:, None], state.keys[:, :-1]], axis=1)

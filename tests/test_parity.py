@@ -26,11 +26,11 @@ ATOL = 1e-5
 pytestmark = pytest.mark.skipif(not FIXTURE.exists(), reason=f"reference fixture not found at {FIXTURE}")
 
 
-def _rope_embedding(angles: np.ndarray) -> np.ndarray:
-    """Reference layout [cos ‖ sin], 64 each: each angle repeated for its pair, then 32 unrotated dims."""
-    a = np.repeat(np.asarray(angles), 2, axis=-1)
-    pad = [(0, 0)] * (a.ndim - 1) + [(0, 32)]
-    return np.concatenate([np.pad(np.cos(a), pad, constant_values=1.0), np.pad(np.sin(a), pad)], axis=-1)
+def _rope_embedding(rot) -> np.ndarray:
+    """Reference layout [cos ‖ sin], 64 each: each pair's value repeated, then 32 unrotated dims (cos 1, sin 0)."""
+    cos, sin = (np.repeat(np.asarray(x), 2, axis=-1) for x in rot)
+    pad = [(0, 0)] * (cos.ndim - 1) + [(0, 32)]
+    return np.concatenate([np.pad(cos, pad, constant_values=1.0), np.pad(sin, pad)], axis=-1)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from possm_jax.nn.linear import layer_norm, torch_linear
-from possm_jax.nn.rope import rotate
+from possm_jax.nn.rope import Rotation, rotate
 from possm_jax.types import Array
 
 HEAD_DIM = 64
@@ -98,9 +98,9 @@ class RotaryCrossAttention(nnx.Module):
         self.to_kv = torch_linear(context_dim, 2 * head_dim, use_bias=False, rngs=rngs)
         self.to_out = torch_linear(head_dim, dim, rngs=rngs)
 
-    def query(self, x: Array, angles: Array) -> Array:
-        """x: [..., d], angles: [..., f] -> scaled rotated queries [..., e]."""
-        q = rotate(self.to_q(self.norm(x)), angles)
+    def query(self, x: Array, rot: Rotation) -> Array:
+        """x: [..., d], rot: [..., f] at the query times -> scaled rotated queries [..., e]."""
+        q = rotate(self.to_q(self.norm(x)), rot)
         # 1/sqrt(64) = 1/8 is a power of two, so pre-scaling q is exact and equals scaling the logits.
         return q * (1.0 / self.head_dim**0.5)
 
@@ -109,6 +109,6 @@ class RotaryCrossAttention(nnx.Module):
         kv = self.to_kv(self.norm_context(context))
         return kv[..., : self.head_dim], kv[..., self.head_dim :]
 
-    def output(self, a: Array, angles: Array) -> Array:
-        """a: [..., e] attention output, angles: [..., f] of the query -> [..., d] (inverse rotation, then W_o)."""
-        return self.to_out(rotate(a, angles, inverse=True))
+    def output(self, a: Array, rot: Rotation) -> Array:
+        """a: [..., e] attention output, rot: [..., f] at the query times -> [..., d] (inverse rotation, then W_o)."""
+        return self.to_out(rotate(a, rot, inverse=True))

@@ -10,7 +10,7 @@ Chunks before the first (i < 0) are invisible; a query that sees no chunk gets a
 
 Keys sit at chunk END times. The decoder computes angles in the frame of the query's chunk start, where the query is
 at ``tau`` in [0, bw) and the key of chunk ``j - o`` ends at ``(1 - o) * bw``, so the numbers do not depend on how long
-the stream has run. :meth:`OutputDecoder.attend` takes angles explicitly, so any common frame can be fed (the parity
+the stream has run. :meth:`OutputDecoder.attend` takes rotations explicitly, so any common frame can be fed (the parity
 test feeds the reference's window-absolute times).
 """
 
@@ -23,7 +23,7 @@ from flax import nnx
 from possm_jax.nn.attention import HEAD_DIM, RotaryCrossAttention, masked_attention
 from possm_jax.nn.ffn import FeedForward
 from possm_jax.nn.linear import torch_linear
-from possm_jax.nn.rope import rotate
+from possm_jax.nn.rope import Rotation, rotate
 from possm_jax.types import Array
 
 EMBEDDING_INIT_STD = 0.02
@@ -111,38 +111,38 @@ class OutputDecoder(nnx.Module):
         return self.attn.key_value(context)
 
     def attention_update(
-        self, x: Array, query_angles: Array, k: Array, v: Array, key_angles: Array, visible: Array
+        self, x: Array, query_rot: Rotation, k: Array, v: Array, key_rot: Rotation, visible: Array
     ) -> Array:
         """Cross-attention of each query over its gathered band, before the residual.
 
         Args:
           x: [b, q, d] query tokens.
-          query_angles: [b, q, f] RoPE angles of the query times.
+          query_rot: [b, q, f] RoPE rotation at the query times.
           k: [b, q, k, e] unrotated keys of the band.
           v: [b, q, k, e] unrotated values of the band.
-          key_angles: [b, q, k, f] RoPE angles of the band's chunk-end times (same frame as the queries).
+          key_rot: [b, q, k, f] RoPE rotation at the band's chunk-end times (same frame as the queries).
           visible: [b, q, k] True for usable keys.
 
         Returns:
           [b, q, d] update (zero attention, i.e. ``b_o``, where no key is visible).
         """
-        q = self.attn.query(x, query_angles)
-        a = masked_attention(q, rotate(k, key_angles), rotate(v, key_angles), visible)
-        return self.attn.output(a, query_angles)
+        q = self.attn.query(x, query_rot)
+        a = masked_attention(q, rotate(k, key_rot), rotate(v, key_rot), visible)
+        return self.attn.output(a, query_rot)
 
     def attend(
         self,
         x: Array,
-        query_angles: Array,
+        query_rot: Rotation,
         k: Array,
         v: Array,
-        key_angles: Array,
+        key_rot: Rotation,
         visible: Array,
         *,
         rngs: nnx.Rngs | None = None,
     ) -> Array:
         """``l = x + attention_update(...)``, then ``l + FFN(LN(l))``: [b, q, d] outputs before the readouts."""
-        x = x + self.attention_update(x, query_angles, k, v, key_angles, visible)
+        x = x + self.attention_update(x, query_rot, k, v, key_rot, visible)
         return x + self.ffn(x, rngs=rngs)
 
     def readout(self, x: Array) -> dict[str, Array]:

@@ -21,7 +21,7 @@ from flax import nnx
 
 from possm_jax.nn.attention import HEAD_DIM, RotaryCrossAttention, masked_attention, segment_attention
 from possm_jax.nn.ffn import FeedForward
-from possm_jax.nn.rope import rope_angles, rotate
+from possm_jax.nn.rope import Rotation, rope_angles, rotate, rotation
 from possm_jax.types import Array
 
 EMBEDDING_INIT_STD = 0.02
@@ -43,14 +43,14 @@ class LatentSelfAttention(nnx.Module):
         self.attn = RotaryCrossAttention(dim, dim, rngs=rngs, head_dim=head_dim)
         self.ffn = FeedForward(dim, rngs=rngs, mult=ffn_mult, dropout_rate=ffn_dropout)
 
-    def __call__(self, z: Array, angles: Array, *, rngs: nnx.Rngs | None = None) -> Array:
-        """z: [..., m, d], angles: [m, f] -> [..., m, d]."""
-        q = self.attn.query(z, angles)
+    def __call__(self, z: Array, rot: Rotation, *, rngs: nnx.Rngs | None = None) -> Array:
+        """z: [..., m, d], rot: [m, f] at the latent times -> [..., m, d]."""
+        q = self.attn.query(z, rot)
         k, v = self.attn.key_value(z)
-        k, v = rotate(k, angles), rotate(v, angles)
+        k, v = rotate(k, rot), rotate(v, rot)
         visible = jnp.ones(k.shape[:-1], dtype=bool)[..., None, :]  # [..., 1, m]: every latent sees all M
         a = masked_attention(q, k[..., None, :, :], v[..., None, :, :], visible)
-        z = z + self.attn.output(a, angles)
+        z = z + self.attn.output(a, rot)
         return z + self.ffn(z, rngs=rngs)
 
 
@@ -107,17 +107,17 @@ class SpikeEncoder(nnx.Module):
             x = x + value[..., None] * self.value_vec[...]
         return x
 
-    def latent_query(self, omega: Array) -> tuple[Array, Array]:
-        """Scaled rotated latent queries [m, e] and the latents' angles [m, f] (identical for every chunk)."""
-        angles = rope_angles(jnp.asarray(self.latent_time), omega)
-        return self.attn.query(self.latents[...], angles), angles
+    def latent_query(self, omega: Array) -> tuple[Array, Rotation]:
+        """Scaled rotated latent queries [m, e] and the latents' rotation [m, f] (identical for every chunk)."""
+        rot = rotation(rope_angles(jnp.asarray(self.latent_time), omega))
+        return self.attn.query(self.latents[...], rot), rot
 
-    def finish(self, update: Array, angles: Array, *, rngs: nnx.Rngs | None = None) -> Array:
+    def finish(self, update: Array, rot: Rotation, *, rngs: nnx.Rngs | None = None) -> Array:
         """Residual, FFN and self-attention layers after the cross-attention.
 
         Args:
           update: [..., m, d] cross-attention update (``W_o`` output) per latent.
-          angles: [m, f] the latents' RoPE angles.
+          rot: [m, f] the latents' rotation.
           rngs: dropout RNGs (training) or None.
 
         Returns:
@@ -126,7 +126,7 @@ class SpikeEncoder(nnx.Module):
         z = self.latents[...] + update
         z = z + self.ffn(z, rngs=rngs)
         for layer in self.layers:
-            z = layer(z, angles, rngs=rngs)
+            z = layer(z, rot, rngs=rngs)
         return z.reshape(*z.shape[:-2], -1)
 
     def window_update(
@@ -149,18 +149,18 @@ class SpikeEncoder(nnx.Module):
           omega: [f] RoPE frequencies.
 
         Returns:
-          (update [b, c, m, d] before the residual, latent angles [m, f]).
+          (update [b, c, m, d] before the residual, latent rotation [m, f]).
         """
         b, s, _ = tokens.shape
-        q, q_angles = self.latent_query(omega)
+        q, q_rot = self.latent_query(omega)
         k, v = self.attn.key_value(tokens)
-        k_angles = rope_angles(spike_time, omega)
-        k, v = rotate(k, k_angles), rotate(v, k_angles)
+        k_rot = rotation(rope_angles(spike_time, omega))
+        k, v = rotate(k, k_rot), rotate(v, k_rot)
         segment = (jnp.arange(b, dtype=jnp.int32)[:, None] * num_chunks + spike_chunk).reshape(b * s)
         a = segment_attention(
             q, k.reshape(b * s, -1), v.reshape(b * s, -1), segment, spike_mask.reshape(b * s), b * num_chunks
         )
-        return self.attn.output(a.reshape(b, num_chunks, *a.shape[1:]), q_angles), q_angles
+        return self.attn.output(a.reshape(b, num_chunks, *a.shape[1:]), q_rot), q_rot
 
     def window(
         self,
@@ -174,24 +174,34 @@ class SpikeEncoder(nnx.Module):
         rngs: nnx.Rngs | None = None,
     ) -> Array:
         """Encode every chunk of a window: [b, c, m * d] chunk latents (arguments as :meth:`window_update`)."""
-        update, angles = self.window_update(tokens, spike_time, spike_chunk, spike_mask, num_chunks, omega)
-        return self.finish(update, angles, rngs=rngs)
+        update, rot = self.window_update(tokens, spike_time, spike_chunk, spike_mask, num_chunks, omega)
+        return self.finish(update, rot, rngs=rngs)
 
-    def chunk(self, tokens: Array, spike_time: Array, spike_mask: Array, omega: Array) -> Array:
+    def chunk(
+        self,
+        spike_time: Array,
+        spike_mask: Array,
+        omega: Array,
+        *,
+        tokens: Array | None = None,
+        kv: tuple[Array, Array] | None = None,
+    ) -> Array:
         """Encode one chunk per stream (dense masked softmax; inference, no dropout).
 
         Args:
-          tokens: [b, s, d] token vectors of the chunk.
           spike_time: [b, s] seconds since the chunk start.
           spike_mask: [b, s] True for real tokens.
           omega: [f] RoPE frequencies.
+          tokens: [b, s, d] token vectors; or
+          kv: unrotated (k, v), each [b, s, e], e.g. looked up from a per-unit table (they depend only on the unit
+            for spike inputs, so a stream need not recompute them).
 
         Returns:
           [b, m * d] chunk latents.
         """
-        q, q_angles = self.latent_query(omega)
-        k, v = self.attn.key_value(tokens)
-        k_angles = rope_angles(spike_time, omega)
-        k, v = rotate(k, k_angles), rotate(v, k_angles)
+        q, q_rot = self.latent_query(omega)
+        k, v = self.attn.key_value(tokens) if kv is None else kv
+        k_rot = rotation(rope_angles(spike_time, omega))
+        k, v = rotate(k, k_rot), rotate(v, k_rot)
         a = masked_attention(q, k[:, None], v[:, None], spike_mask[:, None, :])  # [b, m, e]
-        return self.finish(self.attn.output(a, q_angles), q_angles)
+        return self.finish(self.attn.output(a, q_rot), q_rot)
