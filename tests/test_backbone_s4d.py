@@ -110,7 +110,7 @@ def test_dropout_only_with_rngs():
 
 def test_init_follows_s4d_lin_and_dt_range():
     layer = S4DLayer(64, 64, 0.0, rngs=nnx.Rngs(0))
-    a_bar, _ = layer.discretize()
+    a_bar = layer.kernel().a_bar
     assert a_bar.shape == (64, 32) and a_bar.dtype == jnp.complex64
     np.testing.assert_allclose(-np.exp(layer.log_neg_a_real[...]), -0.5)
     np.testing.assert_allclose(layer.a_imag[...][0], np.pi * np.arange(32), rtol=1e-6)

@@ -17,11 +17,17 @@ One layer, per channel j of width d, with a complex diagonal state of n = N/2 mo
 * **Norm placement.** Post-norm (residual, then LayerNorm eps 1e-5), as in the S4 reference example; the output
   of the stack is therefore normalised, which suits the decoder's attention context.
 
+Streaming cost: Ā and B̄ depend only on the parameters, yet ``step`` recomputes them on every call (a few
+transcendentals per mode). When the parameters are jit *arguments* this dominates a batch-1 step on CPU; for
+deployment, close over the parameters (``jax.jit(lambda x, s: model.step(x, s))`` or ``jax.export`` with the weights
+baked in) so XLA constant-folds the discretisation.
+
 The recurrence runs either as ``jax.lax.scan`` (one chunk per step) or, for long sequences, as
 ``jax.lax.associative_scan`` over the linear recurrence (``mode="parallel"``); both give the same numbers.
 """
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,48 +49,97 @@ def s4d_discretize(log_dt: Array, log_neg_a_real: Array, a_imag: Array) -> tuple
     Returns:
         (Ā [d, n], B̄ [d, n]) complex64: ``exp(Δ A)`` and ``(exp(Δ A) − 1) / A``.
     """
-    a = jax.lax.complex(-jnp.exp(log_neg_a_real), a_imag)
-    a_bar = jnp.exp(jnp.exp(log_dt)[:, None] * a)
-    return a_bar, (a_bar - 1.0) / a
+    # exp(Δ A) = exp(Δ Re A) · (cos(Δ Im A) + i sin(Δ Im A)): real transcendentals are several times cheaper
+    # than a complex exp on CPU, and this runs on every streaming step.
+    dt = jnp.exp(log_dt)[:, None]
+    a_real = -jnp.exp(log_neg_a_real)
+    decay, angle = jnp.exp(dt * a_real), dt * a_imag
+    a_bar = jax.lax.complex(decay * jnp.cos(angle), decay * jnp.sin(angle))
+    return a_bar, (a_bar - 1.0) / jax.lax.complex(a_real, a_imag)
 
 
-def linear_recurrence_scan(a_bar: Array, bu: Array, s0: Array) -> Array:
-    """``s_t = Ā ⊙ s_{t−1} + bu_t``, sequentially over chunks with ``jax.lax.scan``.
+class S4DKernel(NamedTuple):
+    """One layer's discretised SSM: everything the recurrence needs, computed once per call from the parameters.
+
+    Attributes:
+        a_bar: [d, n] complex64 transition Ā.
+        b_bar: [d, n] complex64 input gain B̄.
+        c_re: [d, n] Re C.
+        c_im: [d, n] Im C.
+        d_skip: [d] skip weights D.
+    """
+
+    a_bar: Array
+    b_bar: Array
+    c_re: Array
+    c_im: Array
+    d_skip: Array
+
+
+def s4d_readout(k: S4DKernel, s: Array, u: Array) -> Array:
+    """``y = 2 Re(Σ_n C ⊙ s) + D u`` (the factor 2 adds each mode's complex-conjugate partner).
 
     Args:
-        a_bar: [d, n] complex transition (time-invariant).
-        bu: [b, c, d, n] complex input term B̄ u_t.
+        k: the layer's kernel.
+        s: [..., d, n] complex states.
+        u: [..., d] the SSM's input.
+
+    Returns:
+        [..., d] real outputs.
+    """
+    return 2.0 * jnp.sum(s.real * k.c_re - s.imag * k.c_im, axis=-1) + k.d_skip * u
+
+
+def s4d_update(k: S4DKernel, s: Array, u: Array) -> tuple[Array, Array]:
+    """One chunk: ``s' = Ā ⊙ s + B̄ u``, ``y = 2 Re(Σ_n C ⊙ s') + D u``.
+
+    Args:
+        k: the layer's kernel.
+        s: [b, d, n] complex state.
+        u: [b, d] input.
+
+    Returns:
+        (s' [b, d, n], y [b, d]).
+    """
+    s = k.a_bar * s + k.b_bar * u[..., None]
+    return s, s4d_readout(k, s, u)
+
+
+def s4d_scan(k: S4DKernel, u: Array, s0: Array) -> tuple[Array, Array]:
+    """The SSM over a window, one chunk per ``jax.lax.scan`` step.
+
+    The readout runs inside the loop, so the [b, c, d, n] states are never stacked (about 10x faster on CPU).
+
+    Args:
+        k: the layer's kernel.
+        u: [b, c, d] inputs.
         s0: [b, d, n] complex state before the first chunk.
 
     Returns:
-        [b, c, d, n] state after every chunk.
+        (y [b, c, d], s_last [b, d, n]).
     """
-
-    def body(s: Array, bu_t: Array) -> tuple[Array, Array]:
-        s = a_bar * s + bu_t
-        return s, s
-
-    _, states = jax.lax.scan(body, s0, jnp.swapaxes(bu, 0, 1))
-    return jnp.swapaxes(states, 0, 1)
+    s_last, ys = jax.lax.scan(lambda s, u_t: s4d_update(k, s, u_t), s0, jnp.swapaxes(u, 0, 1))
+    return jnp.swapaxes(ys, 0, 1), s_last
 
 
-def linear_recurrence_parallel(a_bar: Array, bu: Array, s0: Array) -> Array:
-    """Same as :func:`linear_recurrence_scan` in O(log c) depth with ``jax.lax.associative_scan``.
+def s4d_parallel(k: S4DKernel, u: Array, s0: Array) -> tuple[Array, Array]:
+    """Same as :func:`s4d_scan` in O(log c) depth with ``jax.lax.associative_scan`` over the linear recurrence.
 
     Pairs (a, x) compose as ``(a₁, x₁) ∘ (a₂, x₂) = (a₂ a₁, a₂ x₁ + x₂)``; folding s0 into the first input
-    (``bu_0 + Ā s0``) makes the scanned x-component equal the states.
+    (``B̄ u_0 + Ā s0``) makes the scanned x-component equal the states. This materialises all [b, c, d, n] states,
+    so it pays off only for long sequences on parallel hardware.
 
     Args:
-        a_bar: [d, n] complex transition.
-        bu: [b, c, d, n] complex input term.
+        k: the layer's kernel.
+        u: [b, c, d] inputs.
         s0: [b, d, n] complex initial state.
 
     Returns:
-        [b, c, d, n] state after every chunk.
+        (y [b, c, d], s_last [b, d, n]).
     """
-    bu = bu.at[:, 0].add(a_bar * s0)
+    bu = (k.b_bar * u[..., None]).at[:, 0].add(k.a_bar * s0)
     # The transition is shared by the batch, so it stays [1, c, d, n] rather than being broadcast to bu's size.
-    a = jnp.broadcast_to(a_bar, (1, bu.shape[1], *a_bar.shape))
+    a = jnp.broadcast_to(k.a_bar, (1, u.shape[1], *k.a_bar.shape))
 
     def combine(left: tuple[Array, Array], right: tuple[Array, Array]) -> tuple[Array, Array]:
         a_l, x_l = left
@@ -92,23 +147,7 @@ def linear_recurrence_parallel(a_bar: Array, bu: Array, s0: Array) -> Array:
         return a_r * a_l, a_r * x_l + x_r
 
     _, states = jax.lax.associative_scan(combine, (a, bu), axis=1)
-    return states
-
-
-def s4d_readout(states: Array, c_re: Array, c_im: Array, d_skip: Array, u: Array) -> Array:
-    """``y = 2 Re(Σ_n C ⊙ s) + D u`` (the factor 2 adds each mode's complex conjugate partner).
-
-    Args:
-        states: [..., d, n] complex states.
-        c_re: [d, n] Re C.
-        c_im: [d, n] Im C.
-        d_skip: [d] skip weights D.
-        u: [..., d] the SSM's input.
-
-    Returns:
-        [..., d] real outputs.
-    """
-    return 2.0 * jnp.sum(states.real * c_re - states.imag * c_im, axis=-1) + d_skip * u
+    return s4d_readout(k, states, u), states[:, -1]
 
 
 class S4DLayer(nnx.Module):
@@ -136,16 +175,14 @@ class S4DLayer(nnx.Module):
         self.norm = nnx.LayerNorm(dim, epsilon=1e-5, rngs=rngs)
         self.dropout = nnx.Dropout(dropout)
 
-    def discretize(self) -> tuple[Array, Array]:
-        """(Ā, B̄), each [d, n] complex64."""
-        return s4d_discretize(self.log_dt[...], self.log_neg_a_real[...], self.a_imag[...])
+    def kernel(self) -> S4DKernel:
+        """The discretised SSM from the current parameters."""
+        a_bar, b_bar = s4d_discretize(self.log_dt[...], self.log_neg_a_real[...], self.a_imag[...])
+        return S4DKernel(a_bar, b_bar, self.c_re[...], self.c_im[...], self.d_skip[...])
 
     def ssm(self, u: Array, s0: Array, mode: str) -> tuple[Array, Array]:
         """The SSM alone over a window: u [b, c, d], s0 [b, d, n] -> (y [b, c, d], s_last [b, d, n])."""
-        a_bar, b_bar = self.discretize()
-        recurrence = linear_recurrence_scan if mode == "scan" else linear_recurrence_parallel
-        states = recurrence(a_bar, b_bar * u[..., None], s0)
-        return s4d_readout(states, self.c_re[...], self.c_im[...], self.d_skip[...], u), states[:, -1]
+        return (s4d_scan if mode == "scan" else s4d_parallel)(self.kernel(), u, s0)
 
     def output(self, u: Array, y: Array, rngs: nnx.Rngs | None) -> Array:
         """GELU, GLU mixing, dropout, residual, LayerNorm: u, y [..., d] -> [..., d]."""
@@ -159,9 +196,7 @@ class S4DLayer(nnx.Module):
 
     def step(self, u: Array, s: Array) -> tuple[Array, Array]:
         """One chunk: u [b, d], s [b, d, n] -> (v [b, d], s' [b, d, n])."""
-        a_bar, b_bar = self.discretize()
-        s = a_bar * s + b_bar * u[..., None]
-        y = s4d_readout(s, self.c_re[...], self.c_im[...], self.d_skip[...], u)
+        s, y = s4d_update(self.kernel(), s, u)
         return self.output(u, y, None), s
 
 
