@@ -1,4 +1,18 @@
-"""Backbones chosen by name from a config: ``build_backbone(BackboneConfig(kind="s4d", ...), in_dim, rngs=...)``."""
+"""Backbones chosen by name from a config: ``build_backbone(BackboneConfig(kind="s4d", ...), in_dim, rngs=...)``.
+
+Sizes that land near the paper's totals (backbone parameters for in_dim 64 / 256):
+
+======================  ======  ======  =====  ======  =======================
+kind                    hidden  layers  state  expand  params (in 64 / in 256)
+======================  ======  ======  =====  ======  =======================
+gru (possm_small)       256     1                      247,296 / 394,752
+gru (possm)             512     4                      5,615,616 / 5,910,528
+s4d small               144     4       64             252,432 / 280,080
+s4d large               448     6       64             2,797,760 / 2,883,776
+mamba small             160     3       16     2       543,840 / 574,560
+mamba large             512     4       16     2       6,814,720 / 6,913,024
+======================  ======  ======  =====  ======  =======================
+"""
 
 import dataclasses
 from collections.abc import Callable
