@@ -14,7 +14,8 @@ from typing import NamedTuple
 import numpy as np
 
 SPIKE_BUCKETS = (64, 128, 256, 512, 768, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192)
-"""Default ladder for the flat spike-token axis ``s`` (steps of at most 1.25x from 1024 up)."""
+SPIKE_BUCKETS += tuple(4 * b for b in SPIKE_BUCKETS[-8:])  # 10240 ... 32768
+"""Default ladder for the flat spike-token axis ``s`` (steps of at most 1.25x from 1024 up to 32768)."""
 
 QUERY_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 """Default ladder for the query axis ``q``."""

@@ -7,7 +7,13 @@ import pytest
 from handmade_recordings import make_recording, vocab_map
 
 from data_pipeline.batch_layout import BATCH_FIELDS
-from data_pipeline.pipeline import SessionWindows, make_train_dataset, make_train_iterator, prepare_sessions
+from data_pipeline.pipeline import (
+    ProportionalInterleave,
+    SessionWindows,
+    make_train_dataset,
+    make_train_iterator,
+    prepare_sessions,
+)
 from data_pipeline.tokenize import TokenizerConfig
 
 CFG = TokenizerConfig()
@@ -78,6 +84,23 @@ def test_sessions_are_mixed_in_proportion_to_train_time(corpus):
     it = make_train_iterator(*corpus, CFG, batch_size=30, seed=0, prefetch=0)
     sessions = np.concatenate([b["session"] for b in take(it, 10)])
     assert abs(np.mean(sessions == 2) - 24 / 36) < 0.02
+
+
+def test_interleave_reads_each_session_in_order_in_proportion():
+    weights = [3.0, 1.0, 0.5, 2.5]
+    mix = ProportionalInterleave(weights, resolution=70)
+    picks = np.array([mix[k] for k in range(3 * 70)])  # three periods
+
+    for i, w in enumerate(weights):
+        own = picks[picks[:, 0] == i, 1]
+        np.testing.assert_array_equal(own, np.arange(len(own)))  # nothing skipped or repeated
+        assert len(own) == 3 * round(w / sum(weights) * 70)
+        # Evenly spread: any 20 consecutive elements hold the session's share up to rounding.
+        counts = np.convolve(picks[:, 0] == i, np.ones(20), mode="valid")
+        assert np.all(np.abs(counts - 20 * w / sum(weights)) <= 1.5)
+    assert ProportionalInterleave([2.0])[5] == (0, 5)
+    with pytest.raises(ValueError, match="mix_weights"):
+        ProportionalInterleave([1.0, 0.0])
 
 
 def test_hosts_get_disjoint_interleaved_slices(corpus):
