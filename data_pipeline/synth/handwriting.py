@@ -1,0 +1,112 @@
+"""Handwriting-like task (SPEC 3.2, after Willett et al. 2021): attempted handwriting of 31 characters.
+
+Each character is a stroke template: a pen-velocity trajectory made of 3–5 Gaussian velocity bumps over 0.6–1 s,
+fixed per seed. A trial is a 0.5–0.8 s delay, the character written with a random time warp (overall speed
+0.8–1.25× and a smooth monotone distortion) and a 0.3 s rest. 192 channels are log-linear in the latent
+``[pen velocity / 10, speed / 10, go bump, 3 private OU]`` read 100 ms ahead; their 10 ms threshold-crossing counts
+are stored as spikes at bin centres (see :mod:`data_pipeline.synth.binned`).
+
+Targets: ``intervals["trials"].columns["label"]`` (0–30, index into :data:`CHARACTERS`) for classification and
+``behaviour["pen"]`` (``vel`` [t, 2], 100 Hz, arbitrary units) for regression.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from data_pipeline.recording import Intervals, Recording, TimeSeries
+from data_pipeline.synth import binned
+from data_pipeline.synth.latents import event_bump, ornstein_uhlenbeck
+from data_pipeline.synth.sessions import SessionSpec
+
+CHARACTERS = tuple("abcdefghijklmnopqrstuvwxyz") + (">", ",", "'", "~", "?")  # > space, ~ period (Willett et al.)
+BIN_WIDTH = 0.01
+CHANNELS = binned.ChannelConfig(num_channels=192)
+NUM_SESSIONS = 2
+LEAD_BINS = 10  # latent leads the pen by 100 ms
+
+
+def stroke_templates(rng: np.random.Generator) -> list[np.ndarray]:
+    """One pen-velocity template [t_c, 2] per character, on the 10 ms grid."""
+    templates = []
+    for _ in CHARACTERS:
+        t = np.arange(int(rng.uniform(0.6, 1.0) / BIN_WIDTH)) * BIN_WIDTH
+        k = int(rng.integers(3, 6))
+        centres = np.sort(rng.uniform(0.1, 0.9, k)) * t[-1]
+        amps = rng.normal(0.0, 8.0, (k, 2))
+        bumps = np.exp(-0.5 * ((t[:, None] - centres) / 0.06) ** 2)
+        templates.append(bumps @ amps)
+    return templates
+
+
+def time_warp(rng: np.random.Generator, template: np.ndarray) -> np.ndarray:
+    """The template resampled on a randomly warped clock: ``s → s + a sin(π s)/π`` (|a| < 0.3, monotone), stretched
+    by 0.8–1.25×; velocities are scaled so the drawn shape (the integral) stays the same."""
+    stretch = rng.uniform(0.8, 1.25)
+    n = max(2, int(round(len(template) * stretch)))
+    s = np.linspace(0.0, 1.0, n)
+    a = rng.uniform(-0.3, 0.3)
+    warped = (s + a * np.sin(np.pi * s) / np.pi) * (len(template) - 1)
+    rate = (1 + a * np.cos(np.pi * s)) * (len(template) - 1) / (n - 1)  # d(template index)/d(output bin)
+    grid = np.arange(len(template))
+    return np.stack([np.interp(warped, grid, template[:, j]) for j in range(2)], axis=1) * rate[:, None]
+
+
+def generate_handwriting(
+    seed: int = 0, num_sessions: int = NUM_SESSIONS, trials_per_session: int = 150
+) -> Iterator[tuple[SessionSpec, Recording]]:
+    """Yields handwriting sessions; templates and channel tuning are shared, offsets and trials differ per session."""
+    shared = np.random.default_rng([seed, 1000, 0])
+    templates = stroke_templates(shared)
+    log_r0, weights = binned.channel_tuning(shared, CHANNELS, 7)
+    for index in range(num_sessions):
+        rng = np.random.default_rng([seed, 1000, index + 1])
+        labels = rng.integers(len(CHARACTERS), size=trials_per_session)
+        pieces, starts, gos, ends, t = [], [], [], [], 0
+        for label in labels:
+            delay = int(rng.uniform(0.5, 0.8) / BIN_WIDTH)
+            stroke = time_warp(rng, templates[label])
+            piece = np.zeros((delay + len(stroke) + 30, 2))
+            piece[delay : delay + len(stroke)] = stroke
+            pieces.append(piece)
+            starts.append(t)
+            gos.append(t + delay)
+            t += len(piece)
+            ends.append(t)
+        vel = np.concatenate(pieces)
+        times = np.arange(len(vel)) * BIN_WIDTH
+        ahead = np.minimum(np.arange(len(vel)) + LEAD_BINS, len(vel) - 1)
+        go_times = np.array(gos) * BIN_WIDTH
+        z = np.concatenate(
+            [
+                vel[ahead] / 10.0,
+                np.linalg.norm(vel[ahead], axis=1, keepdims=True) / 10.0,
+                event_bump(times, go_times - LEAD_BINS * BIN_WIDTH, centre=0.0, width=0.08)[:, None],
+                ornstein_uhlenbeck(rng, len(vel), rng.uniform(0.3, 1.0, 3), BIN_WIDTH),
+            ],
+            axis=1,
+        )
+        offset = CHANNELS.session_offset_sd * rng.standard_normal(CHANNELS.num_channels)
+        log_rate = log_r0 + offset + CHANNELS.gain * z @ weights.T
+        trials = Intervals(
+            np.array(starts) * BIN_WIDTH,
+            np.array(ends) * BIN_WIDTH,
+            {"label": labels.astype(np.int64), "go_cue_time": go_times},
+        )
+        # Pen velocity on the 100 Hz grid: each 10 ms bin's value, timestamped at the bin centre.
+        pen = TimeSeries(times + BIN_WIDTH / 2, {"vel": vel}, sampling_rate=1.0 / BIN_WIDTH)
+        spec = SessionSpec(0, index, f"handwriting_session_{index:03d}", "subject_00", "handwriting", False)
+        truth = {"latents": z.astype(np.float32), "weights": weights, "log_r0": log_r0 + offset}
+        rec = binned.binned_recording(
+            rng,
+            ("synthetic_handwriting", spec.session_id, spec.subject_id),
+            log_rate,
+            BIN_WIDTH,
+            trials,
+            {"pen": pen},
+            {},
+            truth,
+        )
+        yield spec, rec

@@ -1,0 +1,59 @@
+"""Named sizes of the synthetic reaching corpus (SPEC 3.2): ``tiny`` for tests, ``demo`` for a laptop, ``bench``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from data_pipeline.synth.units import TuningConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class ReachingPreset:
+    """Everything that shapes a synthetic multi-session reaching corpus.
+
+    Sessions of a subject form a chain (think: recording days); neighbours share 50–90 % of their units and tuning
+    drifts slowly along the chain. ``num_heldout`` extra sessions per subject continue the chain after the
+    pretraining sessions and are meant for transfer experiments.
+    """
+
+    name: str
+    num_subjects: int = 1
+    sessions_per_subject: int = 3
+    num_heldout: int = 0
+    duration: float = 60.0  # s per session
+    random_target_every: int = 0  # every k-th session is random-target (0: all centre-out)
+    pool_size: tuple[int, int] = (300, 500)
+    units_per_session: tuple[int, int] = (60, 250)
+    overlap: tuple[float, float] = (0.5, 0.9)  # |A ∩ B| / min(|A|, |B|) for neighbouring sessions
+    lead: tuple[float, float] = (0.10, 0.15)  # s, latent ahead of kinematics
+    rotation_freq: tuple[float, float] = (1.0, 2.0)  # Hz
+    num_private: tuple[int, int] = (2, 3)  # inclusive range
+    private_tau: tuple[float, float] = (0.3, 1.0)  # s
+    tuning: TuningConfig = TuningConfig()
+    session_gain_sd: float = 0.08  # log-space sd of the per-session gain change
+    session_baseline_sd: float = 0.2  # log-space sd of per-session, per-unit baseline changes
+    weight_drift_sd: float = 0.03  # per-session random-walk step of the tuning weights
+    slow_drift_sd: float = 0.15  # amplitude (log space) of within-session baseline drift
+    slow_drift_period: tuple[float, float] = (120.0, 600.0)  # s
+    split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train / valid / test, by whole trials
+    truth_rate_hz: float = 20.0  # sampling rate of the stored ground-truth rates
+
+    @property
+    def brainset_id(self) -> str:
+        return f"synthetic_reaching_{self.name}"
+
+
+PRESETS: dict[str, ReachingPreset] = {
+    "tiny": ReachingPreset("tiny", sessions_per_subject=3, duration=60.0),
+    "demo": ReachingPreset("demo", sessions_per_subject=10, num_heldout=1, duration=300.0, random_target_every=5),
+    "bench": ReachingPreset(
+        "bench", num_subjects=4, sessions_per_subject=20, num_heldout=1, duration=300.0, random_target_every=4
+    ),
+}
+
+
+def get_preset(name: str) -> ReachingPreset:
+    """The preset called ``name``; raises ValueError listing the valid names."""
+    if name not in PRESETS:
+        raise ValueError(f"preset={name!r}: expected one of {sorted(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,5 @@
+"""Baseline decoders on binned counts (SPEC 7). The Wiener filter is numpy only."""
+
+from possm_jax.baselines.wiener import WienerFilter, fit_wiener, lagged_design, r2_score, ridge_solutions
+
+__all__ = ["WienerFilter", "fit_wiener", "lagged_design", "r2_score", "ridge_solutions"]
