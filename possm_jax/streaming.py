@@ -6,7 +6,7 @@ Three layers, from convenient to raw:
 * :func:`make_step`: ``step_fn(state, chunk, queries) -> (state, preds)``, jitted over ``nnx.split`` state (no
   graph-mode ``nnx.jit``) with the weights as constants; inputs must already have bucketed shapes.
 * :func:`export_step` / :func:`load_step`: the step for fixed shapes as serialised StableHLO with the weights
-  embedded, which runs without this package's model code.
+  embedded, which runs without this package's model code (:func:`exported_step` gives the unserialised form).
 
 Spike counts per chunk are padded to powers of two (at least ``MIN_SPIKE_BUCKET``) and query counts likewise (at least
 ``MIN_QUERY_BUCKET``), so a stream compiles a handful of times, not once per chunk.
@@ -133,12 +133,13 @@ def _input_specs(batch_size: int, spike_bucket: int, query_bucket: int) -> tuple
     return chunk, queries
 
 
-def export_step(model: POSSM, batch_size: int, spike_bucket: int, query_bucket: int) -> bytes:
-    """Serialise the streaming step for fixed shapes, weights embedded, with ``jax.export``.
+def exported_step(model: POSSM, batch_size: int, spike_bucket: int, query_bucket: int) -> jax.export.Exported:
+    """The streaming step for fixed shapes as a ``jax.export.Exported``, weights embedded as constants.
 
     The exported function is ``(state_leaves, chunk, queries) -> (state_leaves, preds)`` where ``state_leaves`` is a
     flat list of arrays (zeros at stream start, see :class:`LoadedStep`), ``chunk`` and ``queries`` are dicts with the
-    keys of :data:`CHUNK_KEYS` / :data:`QUERY_KEYS` shaped [batch_size, spike_bucket] / [batch_size, query_bucket].
+    keys of :data:`CHUNK_KEYS` / :data:`QUERY_KEYS` shaped [batch_size, spike_bucket] / [batch_size, query_bucket]
+    (``session`` [batch_size]).
 
     Raises:
       ValueError: the model's initial stream state is not all zeros (the loader rebuilds it as zeros).
@@ -146,28 +147,32 @@ def export_step(model: POSSM, batch_size: int, spike_bucket: int, query_bucket: 
     step_fn = _step_with_constants(model)
     leaves, treedef = jax.tree.flatten(model.init_stream(batch_size))
     if any(bool(jnp.any(x != 0)) for x in leaves):
-        raise ValueError("export_step: the backbone's initial state is not zero; it cannot be rebuilt by load_step.")
+        raise ValueError("exported_step: the backbone's initial state is not zero; load_step could not rebuild it.")
 
     def step(state_leaves: list[Array], chunk: dict[str, Array], queries: dict[str, Array]):
-        state = jax.tree.unflatten(treedef, state_leaves)
-        new_state, preds = step_fn(state, chunk, queries)
+        new_state, preds = step_fn(jax.tree.unflatten(treedef, state_leaves), chunk, queries)
         return jax.tree.leaves(new_state), preds
 
     state_specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves]
-    exported = jax.export.export(jax.jit(step))(state_specs, *_input_specs(batch_size, spike_bucket, query_bucket))
-    return bytes(exported.serialize())
+    return jax.export.export(jax.jit(step))(state_specs, *_input_specs(batch_size, spike_bucket, query_bucket))
+
+
+def export_step(model: POSSM, batch_size: int, spike_bucket: int, query_bucket: int) -> bytes:
+    """Serialise :func:`exported_step` to bytes (needs the ``flatbuffers`` package, as ``jax.export`` does)."""
+    return bytes(exported_step(model, batch_size, spike_bucket, query_bucket).serialize())
 
 
 class LoadedStep:
-    """A deserialised streaming step; needs only JAX.
+    """A streaming step restored from :func:`export_step`; needs only JAX, not this package's model code.
 
-    Attributes:
-      exported: the ``jax.export.Exported``.
+    Args:
+      exported: the ``jax.export.Exported`` (from :func:`exported_step` or deserialised bytes).
     """
 
-    def __init__(self, data: bytes):
-        self.exported = jax.export.deserialize(bytearray(data))
-        self._state_avals = self.exported.in_avals[: self.exported.in_tree.children()[0].num_leaves]
+    def __init__(self, exported: jax.export.Exported):
+        self.exported = exported
+        args_tree = exported.in_tree.children()[0]  # in_tree is ((state_leaves, chunk, queries), {})
+        self._state_avals = exported.in_avals[: args_tree.children()[0].num_leaves]
 
     def init_state(self) -> list[Array]:
         """Zero state leaves (stream start)."""
@@ -176,12 +181,12 @@ class LoadedStep:
     def __call__(
         self, state: list[Array], chunk: Mapping[str, Array], queries: Mapping[str, Array]
     ) -> tuple[list[Array], PyTree]:
-        """One chunk: inputs shaped as at export -> (new state leaves, {task: [b, query_bucket, y]})."""
+        """One chunk, inputs shaped as at export -> (new state leaves, {task: [b, query_bucket, y]})."""
         chunk = {k: jnp.asarray(chunk[k], d) for k, d in CHUNK_KEYS.items()}
         queries = {k: jnp.asarray(queries[k], d) for k, d in QUERY_KEYS.items()}
         return self.exported.call(list(state), chunk, queries)
 
 
 def load_step(data: bytes) -> LoadedStep:
-    """Deserialise the output of :func:`export_step`."""
-    return LoadedStep(data)
+    """Deserialise the output of :func:`export_step` (needs ``flatbuffers``)."""
+    return LoadedStep(jax.export.deserialize(bytearray(data)))
