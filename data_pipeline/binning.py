@@ -36,8 +36,10 @@ def bin_spikes(
 
 
 def interpolate(series: TimeSeries, key: str, times: np.ndarray) -> np.ndarray:
-    """Linear interpolation of ``series.values[key]`` ([t, ...]) at ``times`` [m]; NaN next to NaN samples and
-    outside the series' time range.
+    """Linear interpolation of ``series.values[key]`` ([t, ...]) at ``times`` [m]; NaN next to NaN samples.
+
+    Within one sample spacing past either end the edge sample is held (a bin ending at the domain end, just after
+    the last sample, still gets a target); further out the result is NaN.
 
     Returns:
       [m, ...] float64.
@@ -49,9 +51,10 @@ def interpolate(series: TimeSeries, key: str, times: np.ndarray) -> np.ndarray:
     flat = values.reshape(len(ts), -1)
     i1 = np.clip(np.searchsorted(ts, times, side="right"), 1, len(ts) - 1)
     i0 = i1 - 1
-    frac = ((times - ts[i0]) / (ts[i1] - ts[i0]))[:, None]
+    frac = np.clip((times - ts[i0]) / (ts[i1] - ts[i0]), 0.0, 1.0)[:, None]
     out = flat[i0] * (1.0 - frac) + flat[i1] * frac
-    out[(times < ts[0]) | (times > ts[-1])] = np.nan
+    spacing = np.median(np.diff(ts)) if len(ts) > 1 else 0.0
+    out[(times < ts[0] - spacing) | (times > ts[-1] + spacing)] = np.nan
     return out.reshape(len(times), *values.shape[1:])
 
 

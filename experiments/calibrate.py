@@ -52,7 +52,7 @@ def _segments(recording: Recording, split: str, bin_width: float, eval_period: s
     return out
 
 
-def calibrate_session(recording: Recording, task: str, bin_width: float = 0.05, taps: int = 8) -> dict:
+def calibrate_session(recording: Recording, task: str, bin_width: float = 0.05, taps: int = 5) -> dict:
     """Wiener-filter R² of one synthetic session (counts, and ground-truth log rates when available).
 
     Args:
@@ -89,7 +89,7 @@ def calibrate_session(recording: Recording, task: str, bin_width: float = 0.05, 
     return result
 
 
-def calibrate(preset: str, seed: int = 0, bin_width: float = 0.05, taps: int = 8) -> list[dict]:
+def calibrate(preset: str, seed: int = 0, bin_width: float = 0.05, taps: int = 5) -> list[dict]:
     """:func:`calibrate_session` for every session of a preset, generated in memory."""
     return [
         {**calibrate_session(rec, spec.task, bin_width, taps), "heldout": spec.heldout}
@@ -118,7 +118,7 @@ def define_flags() -> None:
     flags.DEFINE_string("preset", "demo", "synthetic reaching preset: tiny, demo or bench")
     flags.DEFINE_integer("seed", 0, "corpus seed")
     flags.DEFINE_float("bin_width", 0.05, "bin width in seconds")
-    flags.DEFINE_integer("taps", 8, "history taps")
+    flags.DEFINE_integer("taps", 5, "history taps")
     flags.DEFINE_string("out", None, "JSON output path (default runs/calibrate/<preset>.json)")
 
 

@@ -120,16 +120,24 @@ def plan_subject(preset: ReachingPreset, seed: int, subject: int) -> SubjectPlan
     return SubjectPlan(pool, float(rng.uniform(*preset.rotation_freq)), unit_sets, np.cumsum(steps, axis=0))
 
 
-def split_trials(rng: np.random.Generator, trials: Intervals, fractions: tuple[float, float, float]) -> dict:
-    """Assigns whole trials to train/valid/test (at least one each) and merges touching trials into domains."""
+def split_trials(
+    rng: np.random.Generator, trials: Intervals, fractions: tuple[float, float, float]
+) -> dict[str, Intervals]:
+    """Assigns whole trials to train/valid/test and merges touching trials of a split into domain intervals.
+
+    Stratified by ``trials.columns["target_id"]`` when present: trials are grouped by target (in random order) and
+    dealt to the splits in an interleaved pattern that tracks ``fractions``, so even a small test split covers many
+    reach directions (otherwise a 5-trial test set can have almost no variance along one axis and a meaningless R²).
+    """
     n = len(trials)
-    if n < 3:
-        raise ValueError(f"need at least 3 trials to split train/valid/test, got {n}; lengthen the session")
-    n_valid = max(1, int(round(fractions[1] * n)))
-    n_test = max(1, int(round(fractions[2] * n)))
-    which = np.zeros(n, dtype=np.int64)
-    perm = rng.permutation(n)
-    which[perm[:n_valid]], which[perm[n_valid : n_valid + n_test]] = 1, 2
+    group = trials.columns.get("target_id", np.zeros(n, dtype=np.int64))
+    order = np.lexsort((rng.permutation(n), rng.permutation(np.max(group) + 2)[group + 1]))
+    which, dealt = np.zeros(n, dtype=np.int64), np.zeros(3)
+    for i, trial in enumerate(order):  # deal to the split furthest below its share so far
+        code = int(np.argmax(np.asarray(fractions) * (i + 1) - dealt))
+        which[trial], dealt[code] = code, dealt[code] + 1
+    if np.any(dealt == 0):
+        raise ValueError(f"{n} trials cannot fill train/valid/test with fractions {fractions}; lengthen the session")
     splits = {}
     for code, name in enumerate(("train", "valid", "test")):
         start, end = trials.start[which == code], trials.end[which == code]
@@ -163,10 +171,13 @@ def generate_session(preset: ReachingPreset, seed: int, spec: SessionSpec, plan:
     log_r0 = plan.pool.log_r0[rows] + preset.session_baseline_sd * rng.standard_normal(len(rows))
     times = behaviour.timestamps
     log_rate = log_r0 + _slow_drift(rng, times, len(rows), preset) + gain * (z @ weights.T)
+    log_rate = units.saturate(log_rate, preset.tuning.max_rate)
     lag, refractory = plan.pool.lag[rows], plan.pool.refractory[rows]
     spike_times, spike_units = units.sample_spikes(rng, log_rate, reaching.SAMPLING_RATE, lag, refractory)
-
     end = float(behaviour.trials.end[-1])
+    inside = spike_times < end  # the 100 Hz grid runs up to one sample past the last trial
+    spike_times, spike_units = spike_times[inside], spike_units[inside]
+
     rate_times = np.arange(0.0, end, 1.0 / preset.truth_rate_hz)
     rates = np.exp(units.sample_lagged(log_rate, reaching.SAMPLING_RATE, rate_times, lag))
     intervals = {"trials": behaviour.trials}

@@ -110,7 +110,7 @@ def fit_wiener(
     train: Sequence[tuple[np.ndarray, np.ndarray]],
     valid: Sequence[tuple[np.ndarray, np.ndarray]],
     taps: int,
-    alphas: Sequence[float] = (1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0),
+    alphas: Sequence[float] = (1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0),
     train_weight: Sequence[np.ndarray] | None = None,
     valid_mask: Sequence[np.ndarray] | None = None,
 ) -> tuple[WienerFilter, dict[float, float]]:
