@@ -17,9 +17,6 @@ from ml_collections import ConfigDict, config_flags
 from possm_jax.replay import plots
 from possm_jax.replay.experiment import condition_names, resolve, run_condition, score, write_json
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Replay dynamics config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", "runs/replay_dynamics", "Output directory.")
-
 BAR_KEYS = ["wasserstein_active", "kl_quiescent_active", "replay_speed", "first_hit_time", "variance", "coverage"]
 
 
@@ -52,11 +49,13 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict:
     return payload
 
 
-def main(argv):
-    del argv
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+def main() -> None:
+    """Defines the flags (only when launched, so importing never clashes with other launchers) and runs."""
+    config = config_flags.DEFINE_config_file("config", None, "Replay dynamics config file.", lock_config=True)
+    workdir = flags.DEFINE_string("workdir", "runs/replay_dynamics", "Output directory.")
+    flags.mark_flags_as_required(["config"])
+    app.run(lambda argv: train_and_evaluate(config.value, workdir.value))
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
-    app.run(main)
+    main()
