@@ -40,7 +40,7 @@ bench-quick: $(STAMP)
 	$(PY) -m experiments.bench --out=runs/bench --quick
 
 calibrate: $(STAMP)
-	$(PY) -m data_pipeline.calibrate --preset=demo
+	$(PY) -m experiments.calibrate --preset=demo
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
