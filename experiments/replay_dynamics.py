@@ -54,7 +54,12 @@ def main() -> None:
     config = config_flags.DEFINE_config_file("config", None, "Replay dynamics config file.", lock_config=True)
     workdir = flags.DEFINE_string("workdir", "runs/replay_dynamics", "Output directory.")
     flags.mark_flags_as_required(["config"])
-    app.run(lambda argv: train_and_evaluate(config.value, workdir.value))
+
+    def run(argv):
+        del argv
+        train_and_evaluate(config.value, workdir.value)  # returns None: app.run exits with main's return value
+
+    app.run(run)
 
 
 if __name__ == "__main__":
