@@ -73,6 +73,11 @@ class POYOConfig:
             raise ValueError("POYOConfig: need 0 < bin_width, latent_step <= window (seconds).")
 
     @property
+    def task_names(self) -> tuple[str, ...]:
+        """Task names in ``query_task`` order."""
+        return tuple(self.tasks)
+
+    @property
     def window_chunks(self) -> int:
         """Chunks per window."""
         return round(self.window / self.bin_width)
