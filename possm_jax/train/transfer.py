@@ -1,0 +1,154 @@
+"""Transfer to new sessions (SPEC 5): vocabulary extend/subset, carrying weights over, and what trains.
+
+A pretrained model knows the units and sessions of its vocabularies. Finetuning on a session it has never seen adds
+that session's units and the session itself as new rows (N(0, 0.02)); every known row is copied by string id, so
+the order of recordings never matters. Modes:
+
+- ``ui`` (unit identification): only the new unit and session rows train; every other parameter, the latent query
+  included, stays bit-identical.
+- ``ft``: ``ui`` for the first ``unfreeze_step`` steps, then everything trains (gradual unfreezing).
+- ``full``: everything trains from the first step.
+
+Masks always have the same structure and shapes (row masks for the two tables, scalars elsewhere), so switching
+from ``ui`` to full training at ``unfreeze_step`` changes only values: no recompilation, and checkpoints of any
+mode restore into any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from possm_jax.train.state import trainable_mask
+from possm_jax.types import PyTree
+from possm_jax.vocab import Vocab, remap_embedding
+
+UNIT_TABLE = "unit_emb/embedding"
+SESSION_TABLE = "session_emb/embedding"
+MODES = ("ui", "ft", "full")
+
+
+def check_mode(mode: str) -> str:
+    """Returns ``mode`` or raises ValueError naming the valid modes."""
+    if mode not in MODES:
+        raise ValueError(f"transfer.mode: expected one of {MODES}, got {mode!r}")
+    return mode
+
+
+def transfer_vocabs(
+    units: Vocab, sessions: Vocab, unit_ids: Iterable[str], session_ids: Iterable[str], subset: bool = False
+) -> tuple[Vocab, Vocab]:
+    """The vocabularies of a finetuning run.
+
+    Args:
+        units, sessions: the pretrained vocabularies.
+        unit_ids, session_ids: the ids of the finetuning data (may be known or new).
+        subset: keep only the finetuning data's ids (a smaller model); otherwise the pretrained ids are kept too.
+
+    Returns:
+        ``(units, sessions)`` extended (and optionally subset) vocabularies.
+    """
+    unit_ids, session_ids = list(dict.fromkeys(unit_ids)), list(dict.fromkeys(session_ids))
+    new_units, _ = units.extend(unit_ids)
+    new_sessions, _ = sessions.extend(session_ids)
+    if subset:
+        new_units, _ = new_units.subset(unit_ids)
+        new_sessions, _ = new_sessions.subset(session_ids)
+    return new_units, new_sessions
+
+
+def transfer_params(
+    pretrained: Mapping[str, Any],
+    target: Mapping[str, Any],
+    old: tuple[Vocab, Vocab],
+    new: tuple[Vocab, Vocab],
+    key: jax.Array,
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Pretrained parameters re-indexed for new vocabularies.
+
+    Args:
+        pretrained: pure dict (``nnx.to_pure_dict``) of the pretrained ``nnx.Param`` state.
+        target: pure dict of the new model's params (same structure, tables sized for ``new``).
+        old: the pretrained ``(units, sessions)`` vocabularies.
+        new: the new ``(units, sessions)`` vocabularies.
+        key: PRNG key for the fresh rows.
+
+    Returns:
+        ``(params, fresh_unit_rows, fresh_session_rows)``: a pure dict to load into the new model, and the rows that
+        were freshly initialised (those that ``ui`` trains).
+
+    Raises:
+        ValueError: the two models differ in something other than the table sizes.
+    """
+    flat_pre, flat_new = _flatten(pretrained), _flatten(target)
+    if set(flat_pre) != set(flat_new):
+        raise ValueError(
+            f"pretrained checkpoint parameters differ from the model's: {sorted(set(flat_pre) ^ set(flat_new))}"
+        )
+    out = {}
+    for path, value in flat_new.items():
+        if path in (UNIT_TABLE, SESSION_TABLE):
+            continue
+        if np.shape(flat_pre[path]) != np.shape(value):
+            raise ValueError(
+                f"pretrained parameter {path} has shape {np.shape(flat_pre[path])}, model {np.shape(value)}"
+            )
+        out[path] = flat_pre[path]
+    k_units, k_sessions = jax.random.split(key)
+    out[UNIT_TABLE], fresh_units = remap_embedding(flat_pre[UNIT_TABLE], old[0], new[0], k_units)
+    out[SESSION_TABLE], fresh_sessions = remap_embedding(flat_pre[SESSION_TABLE], old[1], new[1], k_sessions)
+    return _unflatten(out), fresh_units, fresh_sessions
+
+
+def transfer_mask(
+    params: nnx.State, mode: str, unit_rows: Sequence[int] | np.ndarray, session_rows: Sequence[int] | np.ndarray
+) -> PyTree:
+    """The ``trainable`` mask at the start of training in ``mode`` (see module docstring).
+
+    Args:
+        params: the model's parameter state.
+        mode: ``ui``, ``ft`` or ``full``.
+        unit_rows, session_rows: the new rows (from :func:`transfer_params`); ignored for ``full``.
+    """
+    if check_mode(mode) == "full":
+        return full_mask(params)
+    rows = {UNIT_TABLE: np.asarray(unit_rows, np.int64), SESSION_TABLE: np.asarray(session_rows, np.int64)}
+    return trainable_mask(params, rows=rows, train=False)
+
+
+def full_mask(params: nnx.State) -> PyTree:
+    """Everything trains except the reserved row 0 of the tables (same structure as a ``ui`` mask)."""
+    sizes = {path: np.shape(value)[0] for path, value in _flatten(nnx.to_pure_dict(params)).items()}
+    rows = {name: np.arange(1, sizes[name]) for name in (UNIT_TABLE, SESSION_TABLE)}
+    return trainable_mask(params, rows=rows, train=True)
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in tree.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out |= _flatten(v, f"{name}/")
+        else:
+            out[name] = v
+    return out
+
+
+def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[Any, Any] = {}
+    for path, value in flat.items():
+        node = out
+        *parents, leaf = path.split("/")
+        for part in parents:
+            node = node.setdefault(_key(part), {})
+        node[_key(leaf)] = value
+    return out
+
+
+def _key(part: str) -> str | int:
+    # nnx pure dicts key list entries (layers) by int.
+    return int(part) if part.isdigit() else part
