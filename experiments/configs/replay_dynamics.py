@@ -12,7 +12,8 @@ The values of lambda_a, b_a and lambda_v are ours (the paper's exact settings we
 
 import ml_collections
 
-PRESETS = ("paper", "quick")
+from experiments.configs.replay_common import base_config, parse_arg
+
 VARIANTS = {
     "baseline": dict(leak=1.0),
     "leak": dict(),
@@ -28,46 +29,10 @@ def get_config(arg: str = "quick") -> ml_collections.ConfigDict:
     Raises:
         ValueError: For an unknown preset.
     """
-    preset, _, only = arg.partition(",")
-    if preset not in PRESETS:
-        raise ValueError(f"preset {preset!r} unknown; use one of {PRESETS} (optionally ',<condition>').")
+    preset, only = parse_arg(arg)
     quick = preset == "quick"
-    config = ml_collections.ConfigDict()
-    config.preset = preset
-    config.only = only
-    config.seed = 0
+    config = base_config(preset, only, task="triangle", quick_steps=600)
     config.tasks = ("triangle", "tmaze") if quick else ("triangle", "tmaze", "place_paths")
-    config.hidden_dim = 128 if quick else 512
-    config.cell = dict(
-        kind="rnn", leak=0.2, adapt_rate=0.0, adapt_strength=0.0, momentum=1.0, noise_sd=0.01, noise_kind="gaussian"
-    )
-    config.task = dict(
-        name="triangle",
-        num_cells=256 if quick else 512,
-        sigma=0.2,
-        dog_surround=0.0,
-        bias=0.0,
-        concentration=4.0,
-        code_seed=0,
-    )
-    config.train = dict(
-        steps=600 if quick else 2500,
-        batch_size=100 if quick else 200,
-        seq_len=100,
-        learning_rate=1e-3,
-        log_every=25,
-        progress=True,
-    )
-    config.quiescence = dict(
-        batch=100 if quick else 200,
-        steps=1000,
-        burn_in=100,
-        noise_mode="sqrt2",
-        reference_sd=0.01,
-        init="encoded",
-        init_sd=1.0,
-    )
-    config.eval = dict(active_batch=200 if quick else 500, num_mc=2500, wasserstein_points=1000, hit_radius=0.15)
     config.conditions = {
         f"{task}_{variant}": ml_collections.ConfigDict(dict(task=dict(name=task), cell=cell))
         for task in config.tasks
