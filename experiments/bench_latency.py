@@ -198,21 +198,26 @@ def binned_row(kind: str, rate: float, steps: int) -> dict:
     return {"compile_s": compile_s, **time_calls(call, steps)}
 
 
+def wiener_stream_step(filt, history: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """One streaming Wiener step in place: shift ``history`` [taps, u] by one bin, insert ``counts`` [u], predict [y].
+
+    Row ``j`` of ``history`` holds the counts of ``j`` bins ago, which is the column order of
+    :func:`~possm_jax.baselines.wiener.lagged_design`, so the flattened history is one design row.
+    """
+    history[1:] = history[:-1]
+    history[0] = counts
+    return history.reshape(-1) @ filt.weights + filt.bias
+
+
 def wiener_row(rate: float, steps: int, taps: int = 5) -> dict:
-    """Numpy Wiener filter step: shift the count history by one bin, then ``history · W + b``."""
+    """Numpy Wiener filter step (:func:`wiener_stream_step`) with ``taps`` bins of 100 units."""
     from possm_jax.baselines.wiener import WienerFilter
 
     rng = np.random.default_rng(0)
     filt = WienerFilter(rng.standard_normal((taps * NUM_UNITS, 2)), np.zeros(2), taps, 1.0)
     history = np.zeros((taps, NUM_UNITS))
     counts = [rng.poisson(rate * BIN_WIDTH, NUM_UNITS).astype(np.float64) for _ in range(8)]
-
-    def call(i: int) -> None:
-        history[1:] = history[:-1]
-        history[0] = counts[i % len(counts)]
-        history.reshape(-1) @ filt.weights + filt.bias
-
-    return {"compile_s": 0.0, **time_calls(call, steps)}
+    return {"compile_s": 0.0, **time_calls(lambda i: wiener_stream_step(filt, history, counts[i % 8]), steps)}
 
 
 def offline_throughput(preset: str, batch: int, rate: float = 20.0, repeats: int = 5) -> dict:

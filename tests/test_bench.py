@@ -1,0 +1,32 @@
+"""The benchmark suite's smoke mode end to end: structure and sanity of its outputs (not speed)."""
+
+import json
+import math
+
+from experiments import bench
+
+
+def test_bench_smoke_writes_results(tmp_path):
+    bench.run(str(tmp_path), "smoke", log=lambda _: None)
+    results = json.loads((tmp_path / "results.json").read_text())
+    for key in ("machine", "command", "date", "latency", "poyo_ratio", "training", "data", "accuracy"):
+        assert key in results, key
+    assert results["machine"]["cores"] >= 1 and results["machine"]["jax"]
+    assert set(results["latency"]) == {"1", "all"}
+    for res in results["latency"].values():
+        families = {r["family"] for r in res["rows"]}
+        assert families == {"possm", "rerun", "binned", "wiener", "poyo"}
+        for row in res["rows"]:
+            for k in ("median_us", "p99_us"):
+                assert math.isfinite(row[k]) and row[k] > 0, row
+            assert row["p99_us"] >= row["median_us"]
+        assert all(o["windows_per_s"] > 0 for o in res["offline"])
+    assert results["training"]["windows_per_s"] > 0 and results["data"]["windows_per_second"] > 0
+    summary = results["accuracy"]["summary"]
+    assert {"possm_small", "poyo_d64", "binned_gru", "wiener"} <= set(summary)
+    assert all(math.isfinite(s["r2_mean"]) for s in summary.values())
+    readme = (tmp_path / "README.md").read_text()
+    for heading in ("Streaming latency", "Throughput", "Accuracy"):
+        assert heading in readme
+    assert (tmp_path / "accuracy_latency.png").stat().st_size > 0
+    assert (tmp_path / "latency.png").stat().st_size > 0
