@@ -49,8 +49,26 @@ class TimeSeries:
     sampling_rate: float | None = None
 
 
+class SessionKeys:
+    """Vocabulary keys derived from ``brainset_id``, ``session_id`` and ``unit_ids`` (shared by recording types)."""
+
+    brainset_id: str
+    session_id: str
+    unit_ids: np.ndarray
+
+    @property
+    def session_key(self) -> str:
+        """The session's vocabulary key, ``brainset/session``."""
+        return f"{self.brainset_id}/{self.session_id}"
+
+    @property
+    def unit_keys(self) -> list[str]:
+        """The units' vocabulary keys, ``brainset/session/unit``, in row order."""
+        return [f"{self.session_key}/{u}" for u in self.unit_ids]
+
+
 @dataclasses.dataclass
-class Recording:
+class Recording(SessionKeys):
     """One recording session.
 
     Attributes:
@@ -75,16 +93,6 @@ class Recording:
     behaviour: dict[str, TimeSeries]
     intervals: dict[str, Intervals] = dataclasses.field(default_factory=dict)
     truth: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
-
-    @property
-    def session_key(self) -> str:
-        """The session's vocabulary key, ``brainset/session``."""
-        return f"{self.brainset_id}/{self.session_id}"
-
-    @property
-    def unit_keys(self) -> list[str]:
-        """The units' vocabulary keys, ``brainset/session/unit``, in row order."""
-        return [f"{self.session_key}/{u}" for u in self.unit_ids]
 
     def spikes_between(self, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray]:
         """Spikes with ``t0 <= t < t1``: (times f8 [k], unit rows i8 [k])."""

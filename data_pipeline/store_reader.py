@@ -26,7 +26,7 @@ import numpy as np
 
 from data_pipeline import errors
 from data_pipeline.errors import DataError
-from data_pipeline.recording import Intervals, Recording, TimeSeries
+from data_pipeline.recording import Intervals, Recording, SessionKeys, TimeSeries
 
 _SPLITS = {"train": "train_domain", "valid": "valid_domain", "test": "test_domain"}
 _ID_GROUPS = ("brainset", "session", "subject", "device")
@@ -267,7 +267,7 @@ class _Parser:
         return grid, coarse, n
 
 
-class StoredRecording:
+class StoredRecording(SessionKeys):
     """One session file, read lazily; the same attributes as :class:`~data_pipeline.recording.Recording`.
 
     Identifiers, unit ids, domains, behaviour and intervals are read (and validated) at open; spikes are read per
@@ -301,16 +301,6 @@ class StoredRecording:
             self.intervals: dict[str, Intervals] = {}
             parser.walk(file, "", self.behaviour, self.intervals)
             self._has_truth = _kind(file.get("truth")) == "Data"
-
-    @property
-    def session_key(self) -> str:
-        """The session's vocabulary key, ``brainset/session``."""
-        return f"{self.brainset_id}/{self.session_id}"
-
-    @property
-    def unit_keys(self) -> list[str]:
-        """The units' vocabulary keys, ``brainset/session/unit``, in row order."""
-        return [f"{self.session_key}/{u}" for u in self.unit_ids]
 
     def _file(self) -> h5py.File:
         if self._h5 is None or self._pid != os.getpid():

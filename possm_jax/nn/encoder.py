@@ -36,6 +36,12 @@ def latent_times(num_latents: int, bin_width: float) -> np.ndarray:
     return ((np.arange(num_latents, dtype=np.float64) + 0.5) * bin_width / num_latents).astype(np.float32)
 
 
+def rotate_at(k: Array, v: Array, spike_time: Array, omega: Array) -> tuple[Array, Array]:
+    """Keys and values rotated at their spikes' times (rotate_value): k, v [..., s, e], spike_time [..., s]."""
+    rot = rotation(rope_angles(spike_time, omega))
+    return rotate(k, rot), rotate(v, rot)
+
+
 class LatentSelfAttention(nnx.Module):
     """One in-chunk processing layer: rotary self-attention among the M latents, then a pre-norm FFN."""
 
@@ -153,9 +159,7 @@ class SpikeEncoder(nnx.Module):
         """
         b, s, _ = tokens.shape
         q, q_rot = self.latent_query(omega)
-        k, v = self.attn.key_value(tokens)
-        k_rot = rotation(rope_angles(spike_time, omega))
-        k, v = rotate(k, k_rot), rotate(v, k_rot)
+        k, v = rotate_at(*self.attn.key_value(tokens), spike_time, omega)
         segment = (jnp.arange(b, dtype=jnp.int32)[:, None] * num_chunks + spike_chunk).reshape(b * s)
         a = segment_attention(
             q, k.reshape(b * s, -1), v.reshape(b * s, -1), segment, spike_mask.reshape(b * s), b * num_chunks
@@ -200,8 +204,6 @@ class SpikeEncoder(nnx.Module):
           [b, m * d] chunk latents.
         """
         q, q_rot = self.latent_query(omega)
-        k, v = self.attn.key_value(tokens) if kv is None else kv
-        k_rot = rotation(rope_angles(spike_time, omega))
-        k, v = rotate(k, k_rot), rotate(v, k_rot)
+        k, v = rotate_at(*(self.attn.key_value(tokens) if kv is None else kv), spike_time, omega)
         a = masked_attention(q, k[:, None], v[:, None], spike_mask[:, None, :])  # [b, m, e]
         return self.finish(self.attn.output(a, q_rot), q_rot)
