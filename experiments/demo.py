@@ -27,14 +27,16 @@ from experiments.pretrain import run_or_exit
 from possm_jax.train.logging import write_metrics_json
 from possm_jax.train.loop import train_and_evaluate
 
-PRETRAIN_STEPS = 400
+PRETRAIN_STEPS = 300
 TRANSFER_STEPS = 150
+BATCH = 32
 
 
 def _common(config: Any, data_dir: str, steps: int) -> Any:
     config.data.dir = data_dir
     config.train.num_steps = steps
     config.train.log_every = 10
+    config.train.batch_size = BATCH
     config.eval.every = config.checkpoint.every = max(1, steps // 2)
     return config
 
@@ -49,6 +51,7 @@ def run_demo(workdir: str, steps_scale: float = 1.0, fraction: float = 0.2) -> d
 
     pre = _common(pretrain_config.get_config("possm_small"), data_dir, pre_steps)
     pre.data.sessions = "pretrain"
+    pre.train.lr_scale = 2.0  # a few hundred steps: twice the linearly scaled reference peak
     pretrained = train_and_evaluate(pre, os.path.join(workdir, "pretrain"))
 
     ui = _common(finetune_config.get_config("ui"), data_dir, ft_steps)

@@ -12,6 +12,7 @@ from typing import Any
 
 from ml_collections import ConfigDict
 
+from possm_jax.train.checkpoint import Checkpointer
 from possm_jax.train.loop import train_and_evaluate
 
 
@@ -21,6 +22,9 @@ def finetune(config: ConfigDict, workdir: str) -> dict[str, Any]:
         raise ValueError(
             "transfer.checkpoint: not set; pass --config.transfer.checkpoint=<pretraining workdir>/checkpoints"
         )
+    source = Checkpointer(config.transfer.checkpoint, read_only=True)  # fails fast, before any data is read
+    source.restore_config()  # raises CheckpointError naming the directory if it holds no readable checkpoint
+    source.close()
     return train_and_evaluate(config, workdir)
 
 

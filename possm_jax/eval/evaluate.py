@@ -16,6 +16,7 @@ after it) and *strictly causal* (``lag = bin_width``: only chunks that ended at 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -95,14 +96,22 @@ def pad_batch(batch: Mapping[str, np.ndarray], b: int, s: int, q: int) -> dict[s
     return out
 
 
-def make_predict(model: POSSM) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
-    """A jitted ``predict(batch) -> {task: [b, q, y]}`` over the model's current weights (no dropout)."""
-    graphdef, state = nnx.split(model)
+@functools.lru_cache(maxsize=8)
+def _jitted_forward(graphdef: nnx.GraphDef) -> Callable[..., dict[str, jax.Array]]:
+    """One jitted forward per model graph, so repeated evaluations (validation, test) reuse its compilations."""
 
     @jax.jit
     def forward(state: nnx.State, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         preds, _ = nnx.merge(graphdef, state)(batch)
         return preds
+
+    return forward
+
+
+def make_predict(model: POSSM) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
+    """A jitted ``predict(batch) -> {task: [b, q, y]}`` over the model's current weights (no dropout)."""
+    graphdef, state = nnx.split(model)
+    forward = _jitted_forward(graphdef)
 
     def predict(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return jax.tree.map(np.asarray, forward(state, {k: batch[k] for k in MODEL_INPUT_KEYS}))
