@@ -18,7 +18,7 @@ higher). Each stage resumes from its checkpoints, so an interrupted demo continu
 import os
 from typing import Any
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from data_pipeline.synth.__main__ import write_corpus
 from experiments.configs import finetune as finetune_config
@@ -102,6 +102,7 @@ def main() -> None:
     def run(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        logging.set_verbosity(logging.WARNING)  # keep the console to progress bars and the summary
         run_or_exit(lambda: run_demo(workdir.value, scale.value, fraction.value))
 
     app.run(run)
