@@ -8,8 +8,10 @@ Launch (``arg`` = a model preset, optionally ``,quick`` for a short CPU run):
 Single session (POSSM-SS), e.g. the demo corpus's held-out centre-out session with its whole train split:
 
     python -m experiments.pretrain --config=experiments/configs/pretrain.py:possm_small \
-        --config.data.dir=runs/demo/data --config.data.sessions=heldout --config.train.num_steps=4000 \
-        --workdir=runs/possm_ss
+        --config.data.dir=runs/demo/data --config.data.sessions=heldout --config.train.batch_size=32 \
+        --config.train.lr_scale=2.0 --config.train.num_steps=700 --config.eval.every=350 --workdir=runs/possm_ss
+
+(measured on a shared 2-core CPU: 3 min, test R² 0.897 chunk-causal / 0.584 strictly causal; 2000 steps gave 0.890.)
 
 Without ``data.dir`` a synthetic preset (``data.synthetic``) is generated in memory. Model fields left at 0 / -1 /
 '' keep the preset's value.
