@@ -23,7 +23,7 @@ from absl import app, flags, logging
 from data_pipeline.synth.__main__ import write_corpus
 from experiments.configs import finetune as finetune_config
 from experiments.configs import pretrain as pretrain_config
-from experiments.pretrain import run_or_exit
+from experiments.launch import run_or_exit
 from possm_jax.train.logging import write_metrics_json
 from possm_jax.train.loop import train_and_evaluate
 

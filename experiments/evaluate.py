@@ -54,6 +54,6 @@ def evaluate_checkpoint(config: ConfigDict, workdir: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from experiments.pretrain import launch
+    from experiments.launch import launch
 
     launch(evaluate_checkpoint, "Evaluation config file.", "runs/eval")

@@ -29,6 +29,6 @@ def finetune(config: ConfigDict, workdir: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from experiments.pretrain import launch
+    from experiments.launch import launch
 
     launch(finetune, "Finetuning config file.", "runs/finetune")

@@ -11,9 +11,10 @@ PNG figures to ``--workdir``.
 import os
 import time
 
-from absl import app, flags, logging
-from ml_collections import ConfigDict, config_flags
+from absl import logging
+from ml_collections import ConfigDict
 
+from experiments.launch import launch
 from possm_jax.replay import plots
 from possm_jax.replay.experiment import condition_names, resolve, run_condition, score, write_json
 
@@ -49,18 +50,5 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict:
     return payload
 
 
-def main() -> None:
-    """Defines the flags (only when launched, so importing never clashes with other launchers) and runs."""
-    config = config_flags.DEFINE_config_file("config", None, "Replay dynamics config file.", lock_config=True)
-    workdir = flags.DEFINE_string("workdir", "runs/replay_dynamics", "Output directory.")
-    flags.mark_flags_as_required(["config"])
-
-    def run(argv):
-        del argv
-        train_and_evaluate(config.value, workdir.value)  # returns None: app.run exits with main's return value
-
-    app.run(run)
-
-
 if __name__ == "__main__":
-    main()
+    launch(train_and_evaluate, "Replay dynamics config file.", "runs/replay_dynamics")

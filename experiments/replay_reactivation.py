@@ -10,9 +10,10 @@ import os
 import time
 
 import numpy as np
-from absl import app, flags, logging
-from ml_collections import ConfigDict, config_flags
+from absl import logging
+from ml_collections import ConfigDict
 
+from experiments.launch import launch
 from possm_jax.replay import metrics, plots
 from possm_jax.replay.experiment import condition_names, resolve, run_condition, score, write_json
 
@@ -87,18 +88,5 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict:
     return payload
 
 
-def main() -> None:
-    """Defines the flags (only when launched, so importing never clashes with other launchers) and runs."""
-    config = config_flags.DEFINE_config_file("config", None, "Replay reactivation config file.", lock_config=True)
-    workdir = flags.DEFINE_string("workdir", "runs/replay_reactivation", "Output directory.")
-    flags.mark_flags_as_required(["config"])
-
-    def run(argv):
-        del argv
-        train_and_evaluate(config.value, workdir.value)  # returns None: app.run exits with main's return value
-
-    app.run(run)
-
-
 if __name__ == "__main__":
-    main()
+    launch(train_and_evaluate, "Replay reactivation config file.", "runs/replay_reactivation")

@@ -11,7 +11,7 @@ from experiments import evaluate as evaluate_launcher
 from experiments import finetune as finetune_launcher
 from experiments.configs import evaluate as evaluate_config
 from experiments.configs import finetune as finetune_config
-from experiments.pretrain import run_or_exit
+from experiments.launch import run_or_exit
 from possm_jax.train.checkpoint import CheckpointError
 from possm_jax.train.loop import train_and_evaluate
 from tests.test_loop import tiny_config
