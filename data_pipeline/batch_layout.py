@@ -36,6 +36,17 @@ BATCH_FIELDS: dict[str, tuple[type, str, str]] = {
 }
 """Every key of a training/evaluation batch. Inference-only batches may omit ``target`` and ``weight``."""
 
+PACKED_FIELDS: dict[str, tuple[type, str, str]] = {
+    "spike_window": (
+        np.int32,
+        "b s",
+        "batch row (window) of the token; present only when tokens are packed across rows (data_pipeline.packing)",
+    ),
+}
+"""Optional keys. With ``spike_window``, the rows of the ``spike_*`` arrays no longer belong to one window each:
+tokens are sorted by (window, chunk, time) over the flattened rows of each device shard, padding after each shard's
+real tokens."""
+
 MODEL_INPUT_KEYS = (
     "spike_unit",
     "spike_chunk",

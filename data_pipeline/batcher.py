@@ -109,7 +109,8 @@ class WindowBatcher:
       sessions: the sessions; windows name them by position in this list.
       cfg: tokenizer configuration (windows are ``cfg.window_chunks`` chunks long).
       sizes: fixed ``(s, q, c)``; None sizes ``s`` and ``q`` so that no window of any session can overflow (the
-        most spikes / queries in any window, rounded up to a bucket) and ``c = cfg.window_chunks``.
+        most spikes in any window rounded up to a bucket, the most queries to a multiple of 8) and
+        ``c = cfg.window_chunks``.
       unit_dropout: unit dropout distribution, or None for no dropout.
     """
 
@@ -145,7 +146,7 @@ class WindowBatcher:
             most_queries = max(buckets.max_events_in_window(s.queries.times, self.duration) for s in sessions)
             sizes = buckets.BatchSizes(
                 s=buckets.bucket_size(most_spikes, cfg.spike_buckets),
-                q=buckets.bucket_size(most_queries, cfg.query_buckets),
+                q=max(8, -(-most_queries // 8) * 8),  # one size per run, so no ladder: a multiple of 8
                 c=self.num_chunks,
             )
         if sizes.c != self.num_chunks:

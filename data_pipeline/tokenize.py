@@ -283,7 +283,7 @@ def collate(windows: Sequence[Mapping[str, np.ndarray]], sizes: buckets.BatchSiz
       A batch following ``BATCH_FIELDS``.
 
     Raises:
-      ValueError: if ``windows`` is empty or a window is larger than the requested ``sizes``.
+      ValueError: if ``windows`` is empty or a window holds more real tokens, queries or chunks than ``sizes``.
     """
     if not windows:
         raise ValueError("windows: cannot collate an empty list")
@@ -292,10 +292,15 @@ def collate(windows: Sequence[Mapping[str, np.ndarray]], sizes: buckets.BatchSiz
         q=max(len(w["query_chunk"]) for w in windows),
         c=max(len(w["chunk_mask"]) for w in windows),
     )
+    real = buckets.BatchSizes(
+        s=max(int(np.sum(w["spike_mask"])) for w in windows),
+        q=max(int(np.sum(w["query_mask"])) for w in windows),
+        c=largest.c,
+    )
     if sizes is None:
         sizes = largest
-    elif any(a > b for a, b in zip(largest, sizes, strict=True)):
-        raise ValueError(f"sizes: {sizes} is smaller than the largest window {largest}; pass larger sizes")
+    elif any(a > b for a, b in zip(real, sizes, strict=True)):
+        raise ValueError(f"sizes: {sizes} is smaller than the largest window {real}; pass larger sizes")
     lengths = {"b s": sizes.s, "b q": sizes.q, "b q y": sizes.q, "b c": sizes.c}
     batch = {}
     for key in windows[0]:
@@ -308,6 +313,7 @@ def collate(windows: Sequence[Mapping[str, np.ndarray]], sizes: buckets.BatchSiz
         for i, x in enumerate(rows):
             if key == "spike_chunk":  # padding repeats the window's last chunk
                 out[i] = x[-1]
+            x = x[: out.shape[1]]  # cuts padding only: the real counts were checked against ``sizes``
             out[i, : len(x)] = x
         batch[key] = out
     return batch

@@ -136,15 +136,30 @@ class POSSM(nnx.Module):
         value = inputs["spike_value"] if self.config.input_kind == "binned" else None
         return self.encoder.tokens(self.unit_emb(jnp.asarray(inputs["spike_unit"])), value)
 
+    def _token_kv(self, inputs: Mapping[str, Array]) -> tuple[Array, Array]:
+        """Unrotated encoder keys and values [..., s, e] of the tokens.
+
+        A spike token depends only on its unit, so its key and value are looked up from the per-unit table of
+        :meth:`stream_tables` (the same numbers, with the layer norm and projection run once per unit instead of
+        once per token); binned tokens depend on their count and are projected one by one.
+        """
+        if self.config.input_kind == "binned":
+            return self.encoder.attn.key_value(self._tokens(inputs))
+        tables = self.stream_tables()
+        unit = jnp.asarray(inputs["spike_unit"])
+        return tables.unit_keys[unit], tables.unit_values[unit]
+
     def encode(self, batch: Mapping[str, Array], *, rngs: nnx.Rngs | None = None) -> Array:
         """Chunk latents [b, c, m * d] of a window (the backbone input)."""
+        window = batch.get("spike_window")
         return self.encoder.window(
-            self._tokens(batch),
+            self._token_kv(batch),
             jnp.asarray(batch["spike_time"]),
             jnp.asarray(batch["spike_chunk"]),
             jnp.asarray(batch["spike_mask"]),
             batch["chunk_mask"].shape[1],
             self.rope.omega[...],
+            spike_window=None if window is None else jnp.asarray(window),
             rngs=rngs,
         )
 

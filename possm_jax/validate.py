@@ -84,15 +84,30 @@ def _check_tokens(arg: str, inputs: Mapping[str, Any], model: _ModelInfo, chunk_
     _in_range(arg, "spike_time", arrays["spike_time"][real], 0.0, cfg.bin_width, "times since the chunk start")
     if "spike_value" in arrays:
         _in_range(arg, "spike_value", arrays["spike_value"][real], -np.inf, np.inf, "values")
+    if chunk_key is not None and "spike_window" in inputs:  # packed rows: one sorted token list across all rows
+        window = _fetch(inputs, arg, "spike_window", _INT, 2)
+        _same_shape(arg, {**arrays, "spike_window": window})
+        b = real.shape[0]
+        _in_range(arg, "spike_window", window[real], 0, b, "window indices (batch rows)")
+        _check_sorted(
+            arg, "the packed tokens (window, chunk, time)", window[real], arrays[chunk_key][real], arrays["spike_time"][real]
+        )
+        return
     for row in range(real.shape[0]):
-        t = arrays["spike_time"][row][real[row]].astype(np.float64)
+        t = arrays["spike_time"][row][real[row]]
         c = arrays[chunk_key][row][real[row]] if chunk_key is not None else np.zeros(t.shape, np.int64)
-        backwards = (np.diff(c) < 0) | ((np.diff(c) == 0) & (np.diff(t) < 0))
-        if np.any(backwards):
-            raise InputError(
-                f"{arg}: real tokens of batch row {row} are not sorted by (chunk, time) at position "
-                f"{int(np.argmax(backwards)) + 1}; sort spikes by time before tokenizing."
-            )
+        _check_sorted(arg, f"real tokens of batch row {row} (chunk, time)", np.zeros(t.shape, np.int64), c, t)
+
+
+def _check_sorted(arg: str, what: str, window: np.ndarray, chunk: np.ndarray, time: np.ndarray) -> None:
+    """Raise unless the tokens are sorted by (window, chunk, time)."""
+    dw, dc, dt = np.diff(window), np.diff(chunk), np.diff(time.astype(np.float64))
+    backwards = (dw < 0) | ((dw == 0) & ((dc < 0) | ((dc == 0) & (dt < 0))))
+    if np.any(backwards):
+        raise InputError(
+            f"{arg}: {what} are not sorted at position {int(np.argmax(backwards)) + 1}; "
+            "sort spikes by time before tokenizing."
+        )
 
 
 def _check_queries(arg: str, inputs: Mapping[str, Any], model: _ModelInfo, batch: int, chunk_key: str | None):

@@ -30,7 +30,7 @@ def tiny_config(steps: int = STEPS):
     c.data.sessions = "all"
     c.model.dim, c.model.hidden = 32, 32
     c.train.batch_size, c.train.num_steps, c.train.log_every = 8, steps, 1
-    c.train.trim_spikes = False  # one compilation
+    c.train.pack_spikes = False  # one compilation
     c.eval.every, c.checkpoint.every = 1000, 3
     c.eval.final_split, c.eval.strict = "valid", False
     return c

@@ -46,7 +46,7 @@ def get_config(arg: str = "possm_small") -> ml_collections.ConfigDict:
         unit_dropout=True,
         max_spikes=0,  # 0: sized from the densest training window
         max_queries=128,  # used with max_spikes
-        trim_spikes=True,  # cut each batch's spike padding to a coarse ladder (a few compilations, faster steps)
+        pack_spikes=True,  # pack each batch's spike tokens across its rows (a few compilations, much less padding)
         num_workers=0,
         log_every=10 if quick else 50,
     )

@@ -137,30 +137,35 @@ class SpikeEncoder(nnx.Module):
 
     def window_update(
         self,
-        tokens: Array,
+        kv: tuple[Array, Array],
         spike_time: Array,
         spike_chunk: Array,
         spike_mask: Array,
         num_chunks: int,
         omega: Array,
+        *,
+        spike_window: Array | None = None,
     ) -> tuple[Array, Array]:
         """Cross-attention update of every chunk's latents from a flat token list (segment softmax, O(tokens)).
 
         Args:
-          tokens: [b, s, d] token vectors.
+          kv: unrotated token keys and values, each [b, s, e] (see :meth:`tokens` and ``attn.key_value``).
           spike_time: [b, s] seconds since each token's chunk start.
           spike_chunk: [b, s] chunk of each token, in [0, c).
           spike_mask: [b, s] True for real tokens.
           num_chunks: c (static).
           omega: [f] RoPE frequencies.
+          spike_window: [b, s] window (output row) of each token when the tokens of several windows are packed
+            across rows (:mod:`data_pipeline.packing`); None: each token belongs to the window of its own row.
 
         Returns:
           (update [b, c, m, d] before the residual, latent rotation [m, f]).
         """
-        b, s, _ = tokens.shape
+        b, s = spike_mask.shape
         q, q_rot = self.latent_query(omega)
-        k, v = rotate_at(*self.attn.key_value(tokens), spike_time, omega)
-        segment = (jnp.arange(b, dtype=jnp.int32)[:, None] * num_chunks + spike_chunk).reshape(b * s)
+        k, v = rotate_at(*kv, spike_time, omega)
+        window = jnp.arange(b, dtype=jnp.int32)[:, None] if spike_window is None else spike_window
+        segment = (window * num_chunks + spike_chunk).reshape(b * s)
         a = segment_attention(
             q, k.reshape(b * s, -1), v.reshape(b * s, -1), segment, spike_mask.reshape(b * s), b * num_chunks
         )
@@ -168,17 +173,20 @@ class SpikeEncoder(nnx.Module):
 
     def window(
         self,
-        tokens: Array,
+        kv: tuple[Array, Array],
         spike_time: Array,
         spike_chunk: Array,
         spike_mask: Array,
         num_chunks: int,
         omega: Array,
         *,
+        spike_window: Array | None = None,
         rngs: nnx.Rngs | None = None,
     ) -> Array:
         """Encode every chunk of a window: [b, c, m * d] chunk latents (arguments as :meth:`window_update`)."""
-        update, rot = self.window_update(tokens, spike_time, spike_chunk, spike_mask, num_chunks, omega)
+        update, rot = self.window_update(
+            kv, spike_time, spike_chunk, spike_mask, num_chunks, omega, spike_window=spike_window
+        )
         return self.finish(update, rot, rngs=rngs)
 
     def chunk(

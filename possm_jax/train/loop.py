@@ -44,30 +44,12 @@ from possm_jax.train.loss import multitask_loss
 from possm_jax.train.optim import hyperparams, lamb
 from possm_jax.train.plots import plot_r2_per_session, plot_traces, plot_training_curves
 from possm_jax.train.schedules import cycled_b1, flat_cosine_lr, peak_learning_rate
-from possm_jax.train.sharding import data_shard, make_mesh, replicate, shard_batch
+from possm_jax.train.sharding import data_shard, make_mesh, pack_host_batch, replicate, shard_batch
 from possm_jax.train.state import TrainState, create_train_state, path_flags
 from possm_jax.train.step import check_finite, make_train_step
 from possm_jax.vocab import Vocab
 
 BEST_METRIC = "valid_r2"
-
-
-def trim_spikes(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Cuts the spike axis to the smallest of ``2^k`` and ``1.5 · 2^k`` (≥ 512) that holds every real spike.
-
-    The fixed training sizes must hold the densest window of the corpus, often several times the typical one; the
-    cost of the encoder grows with the padded size, so each batch is trimmed to a coarse ladder: a handful of
-    compilations instead of one, for a step up to several times cheaper. Padding sits at the end of each row, so the
-    cut drops only padding.
-    """
-    s = batch["spike_mask"].shape[1]
-    need = int(batch["spike_mask"].sum(axis=1).max())
-    size = 512
-    while size < need:
-        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
-    if size >= s:
-        return batch
-    return {k: (v[:, :size] if k.startswith("spike_") else v) for k, v in batch.items()}
 
 
 # ------------------------------------------------------------------------------------------------ configuration
@@ -266,7 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             if unfreeze is not None and step == config.transfer.unfreeze_step:
                 state = dataclasses.replace(state, trainable=unfreeze)
             batch = next(data)
-            batch = shard_batch(trim_spikes(batch) if config.train.trim_spikes else batch, mesh)
+            batch = shard_batch(pack_host_batch(batch, mesh) if config.train.pack_spikes else batch, mesh)
             t0 = time.perf_counter()
             state, metrics = step_fn(state, batch, rng)
             if not bool(metrics["finite"]):

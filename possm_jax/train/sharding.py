@@ -10,9 +10,11 @@ from collections.abc import Mapping
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from data_pipeline import packing
 from possm_jax.types import PyTree
 
 DATA_AXIS = "data"
@@ -72,6 +74,20 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
             )
         out[name] = jax.make_array_from_process_local_data(sharding, value)
     return out
+
+
+def pack_host_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, np.ndarray]:
+    """Packs this host's spike tokens per local device (:func:`data_pipeline.packing.pack_spikes`).
+
+    Every host must build global arrays of one shape, so with several hosts the packed width is the maximum of the
+    hosts' needs; ``spike_window`` counts rows of the global batch.
+    """
+    local_devices = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+    width = packing.packed_width(batch, local_devices)
+    if jax.process_count() > 1:
+        width = int(np.max(multihost_utils.process_allgather(np.int32(width))))
+    b_host = np.asarray(batch["spike_mask"]).shape[0]
+    return packing.pack_spikes(batch, local_devices, width=width, window_offset=jax.process_index() * b_host)
 
 
 def host_batch_slice(global_batch: int) -> slice:
