@@ -89,9 +89,8 @@ def _check_tokens(arg: str, inputs: Mapping[str, Any], model: _ModelInfo, chunk_
         _same_shape(arg, {**arrays, "spike_window": window})
         b = real.shape[0]
         _in_range(arg, "spike_window", window[real], 0, b, "window indices (batch rows)")
-        _check_sorted(
-            arg, "the packed tokens (window, chunk, time)", window[real], arrays[chunk_key][real], arrays["spike_time"][real]
-        )
+        chunk, time = arrays[chunk_key][real], arrays["spike_time"][real]
+        _check_sorted(arg, "the packed tokens (window, chunk, time)", window[real], chunk, time)
         return
     for row in range(real.shape[0]):
         t = arrays["spike_time"][row][real[row]]

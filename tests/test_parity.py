@@ -85,7 +85,12 @@ def test_encoder_and_backbone(fx):
     )
     enc = model.encoder
     update, _ = enc.window_update(
-        enc.attn.key_value(tokens), batch["spike_time"], batch["spike_chunk"], batch["spike_mask"], t, model.rope.omega[...]
+        enc.attn.key_value(tokens),
+        batch["spike_time"],
+        batch["spike_chunk"],
+        batch["spike_mask"],
+        t,
+        model.rope.omega[...],
     )
     np.testing.assert_allclose(update.reshape(b * t, 1, -1), a["act/enc_atn_out"], atol=ATOL)
     latents = model.encode(batch)
