@@ -11,6 +11,8 @@ with its windows.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 
 from data_pipeline import buckets
@@ -85,3 +87,16 @@ def pack_spikes(
     window[dst_row, dst_col] = src_row
     out["spike_window"] = (window + window_offset).astype(np.int32)
     return out
+
+
+def pack_stream(batches: Iterable[dict[str, np.ndarray]], shards: int = 1) -> Iterator[dict[str, np.ndarray]]:
+    """Packs every batch of a single-host stream at the widest packed size seen so far.
+
+    The width only grows, so a jitted consumer compiles a handful of times in a run instead of once per size a
+    batch happens to need (the multi-host training loop does the same through
+    :func:`possm_jax.train.sharding.pack_host_batch`).
+    """
+    width = 0
+    for batch in batches:
+        width = max(width, packed_width(batch, shards))
+        yield pack_spikes(batch, shards, width=width)

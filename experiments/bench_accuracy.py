@@ -20,6 +20,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from data_pipeline.packing import pack_stream
 from data_pipeline.pipeline import iterate_eval_trials, make_train_iterator
 from data_pipeline.recording import Recording
 from data_pipeline.synth import generate
@@ -154,6 +155,8 @@ def run_session(rec: Recording, mode: str, log: Callable[[str], None] = print, s
     for name, build in token_models.items():
         model = build()
         batches = make_train_iterator([rec], [vocab_map], cfg, batch_size, seed, prefetch=0)
+        if name.startswith("possm"):
+            batches = pack_stream(batches)  # as the training loop does (the POYO baseline reads unpacked rows)
         info = fit(model, batches, token_steps, task_names=model.config.task_names, batch_size=batch_size, seed=seed)
         info["final_loss"] = float(np.mean(info["loss"][-5:]))
         report(name, eval_token_model(model, rec, cfg, windowed=name.startswith("poyo")), info)

@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 from possm_batches import random_batch
 
-from data_pipeline.packing import pack_spikes, packed_width
+from data_pipeline.packing import pack_spikes, pack_stream, packed_width
 from possm_jax.backbones.registry import BackboneConfig
 from possm_jax.config import get_preset
 from possm_jax.possm import POSSM
@@ -52,6 +52,23 @@ def test_packing_keeps_every_token_in_its_shard(shards):
     assert np.all(packed["spike_window"][~real] // rows == row_shard[~real])  # padding stays in its shard too
     for key in ("session", "query_time", "chunk_mask"):
         assert packed[key] is batch[key]
+
+
+def test_packed_width_only_grows_along_a_stream():
+    # Given a stream of a sparse, a full and an uneven batch (different packed widths on 8 shards),
+    sparse, full = _uneven_batch(1), _uneven_batch(2)
+    sparse["spike_mask"][3] = False
+    full["spike_mask"][:] = True
+    stream = [sparse, full, _uneven_batch(3)]
+    needed = [packed_width(b, 8) for b in stream]
+    assert needed[0] < needed[1] and needed[2] < needed[1]
+    # When the stream is packed with a sticky width (and by pack_host_batch with a floor),
+    widths = [b["spike_mask"].shape[1] for b in pack_stream(stream, 8)]
+    # Then every batch gets the widest size so far, and each keeps its tokens.
+    assert widths == list(np.maximum.accumulate(needed))
+    assert [_tokens(p) for p in pack_stream(stream, 8)] == [_tokens(b) for b in stream]
+    floor = 1024  # above anything these batches need on any number of shards
+    assert pack_host_batch(sparse, make_mesh(), min_width=floor)["spike_mask"].shape[1] == floor
 
 
 def test_packing_errors():

@@ -238,6 +238,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     step = int(state.step)
     timing = {"compile_seconds": None, "steady_steps": 0, "steady_seconds": 0.0}
     compiled: set[tuple[int, ...]] = set()
+    packed_width = 0  # the widest packed batch so far (pack_host_batch never goes below it)
     logger = RunLogger(
         os.path.join(workdir, "tb"), config.train.num_steps, initial_step=step, enabled=jax.process_index() == 0
     )
@@ -248,7 +249,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             if unfreeze is not None and step == config.transfer.unfreeze_step:
                 state = dataclasses.replace(state, trainable=unfreeze)
             batch = next(data)
-            batch = shard_batch(pack_host_batch(batch, mesh) if config.train.pack_spikes else batch, mesh)
+            if config.train.pack_spikes:
+                batch = pack_host_batch(batch, mesh, min_width=packed_width)
+                packed_width = batch["spike_mask"].shape[1]
+            batch = shard_batch(batch, mesh)
             t0 = time.perf_counter()
             state, metrics = step_fn(state, batch, rng)
             if not bool(metrics["finite"]):

@@ -76,14 +76,16 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
     return out
 
 
-def pack_host_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, np.ndarray]:
+def pack_host_batch(batch: Mapping[str, np.ndarray], mesh: Mesh, min_width: int = 0) -> dict[str, np.ndarray]:
     """Packs this host's spike tokens per local device (:func:`data_pipeline.packing.pack_spikes`).
 
     Every host must build global arrays of one shape, so with several hosts the packed width is the maximum of the
-    hosts' needs; ``spike_window`` counts rows of the global batch.
+    hosts' needs; ``spike_window`` counts rows of the global batch. The width is at least ``min_width``: a training
+    loop passes the widest batch so far, so it compiles only when the packed size grows (a handful of times in a
+    run) rather than for every size a batch happens to need.
     """
     local_devices = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
-    width = packing.packed_width(batch, local_devices)
+    width = max(int(min_width), packing.packed_width(batch, local_devices))
     if jax.process_count() > 1:
         width = int(np.max(multihost_utils.process_allgather(np.int32(width))))
     b_host = np.asarray(batch["spike_mask"]).shape[0]
