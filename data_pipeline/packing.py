@@ -100,3 +100,19 @@ def pack_stream(batches: Iterable[dict[str, np.ndarray]], shards: int = 1) -> It
     for batch in batches:
         width = max(width, packed_width(batch, shards))
         yield pack_spikes(batch, shards, width=width)
+
+
+def trim_stream(
+    batches: Iterable[dict[str, np.ndarray]], spike_buckets: tuple[int, ...] = buckets.SPIKE_BUCKETS
+) -> Iterator[dict[str, np.ndarray]]:
+    """Cuts every batch's per-row spike padding to the bucket of its fullest row (never below the widest so far).
+
+    For models that read one window per row (no ``spike_window``): the batcher pads every row to the session's
+    densest window, and a typical batch needs a fraction of that. Tokens sit at the front of each row, so cutting
+    the tail drops only padding.
+    """
+    width = 0
+    for batch in batches:
+        mask = np.asarray(batch["spike_mask"])
+        width = min(mask.shape[1], max(width, buckets.bucket_size(int(mask.sum(axis=1).max()), spike_buckets)))
+        yield {k: (np.asarray(v)[:, :width] if k in SPIKE_KEYS else v) for k, v in batch.items()}

@@ -6,8 +6,9 @@ Usage::
 
 Writes ``results.json`` (with the machine, JAX version, date and command), ``README.md`` (markdown tables) and PNG
 plots (``accuracy_latency.png``: R² against 1-thread median ms per chunk, like the paper's figure;
-``latency.png``: median latency per model and rate). ``make bench`` (full, < 20 min on 2 cores), ``make bench-quick``
-(< 3 min); ``--smoke`` is the tiny variant the test runs.
+``latency.png``: median latency per model and rate). ``make bench`` runs the full suite (over 30 min on 2 EPYC
+cores, most of it training the POYO baseline) and ``make bench-quick`` a reduced one (one session, POSSM / POYO /
+GRU / Wiener accuracy, two POSSM presets for latency); ``--smoke`` is the tiny variant the test runs.
 """
 
 from __future__ import annotations

@@ -15,12 +15,13 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import numpy as np
 from flax import nnx
 
-from data_pipeline.packing import pack_stream
+from data_pipeline.packing import pack_stream, trim_stream
 from data_pipeline.pipeline import iterate_eval_trials, make_train_iterator
 from data_pipeline.recording import Recording
 from data_pipeline.synth import generate
@@ -35,11 +36,22 @@ from possm_jax.eval.metrics import r2_score
 from possm_jax.possm import POSSM
 
 EVAL_INTERVAL = "movement_phases/reach_period"
+
+
+class Budget(NamedTuple):
+    """Training budget of one accuracy mode (every model trains at ``batch_size``)."""
+
+    sessions: int
+    batch_size: int
+    possm_steps: int
+    poyo_steps: int  # POYO reads unpacked 1 s windows: several times POSSM's cost per step
+    binned_steps: int
+
+
 BUDGETS = {
-    # mode: (sessions, batch size, steps for POSSM / POYO, steps for binned RNNs)
-    "full": (2, 64, 300, 600),
-    "quick": (1, 32, 40, 120),
-    "smoke": (1, 8, 3, 5),
+    "full": Budget(sessions=1, batch_size=64, possm_steps=300, poyo_steps=100, binned_steps=600),
+    "quick": Budget(sessions=1, batch_size=16, possm_steps=40, poyo_steps=10, binned_steps=120),
+    "smoke": Budget(sessions=1, batch_size=8, possm_steps=3, poyo_steps=3, binned_steps=5),
 }
 BINNED_MODELS = {"gru": "possm_small", "s4d": "possm_small_s4d", "mamba": "possm_small_mamba"}
 """Binned baseline -> the POSSM preset whose backbone it uses."""
@@ -137,7 +149,8 @@ def _masks(segments: list, reach) -> list:
 
 def run_session(rec: Recording, mode: str, log: Callable[[str], None] = print, seed: int = 0) -> dict[str, dict]:
     """Trains and scores every model on one session; {model: {"r2", "train_s", "final_loss"}}."""
-    _, batch_size, token_steps, binned_steps = BUDGETS[mode]
+    budget = BUDGETS[mode]
+    batch_size = budget.batch_size
     cfg = TokenizerConfig()
     u = len(rec.unit_ids)
     vocab_map = (np.arange(1, u + 1, dtype=np.int32), 1)
@@ -155,19 +168,22 @@ def run_session(rec: Recording, mode: str, log: Callable[[str], None] = print, s
     for name, build in token_models.items():
         model = build()
         batches = make_train_iterator([rec], [vocab_map], cfg, batch_size, seed, prefetch=0)
-        if name.startswith("possm"):
-            batches = pack_stream(batches)  # as the training loop does (the POYO baseline reads unpacked rows)
-        info = fit(model, batches, token_steps, task_names=model.config.task_names, batch_size=batch_size, seed=seed)
+        # POSSM packs tokens as the training loop does; POYO reads one window per row, so only the padding is cut.
+        batches = pack_stream(batches) if name.startswith("possm") else trim_stream(batches)
+        steps = budget.possm_steps if name.startswith("possm") else budget.poyo_steps
+        info = fit(model, batches, steps, task_names=model.config.task_names, batch_size=batch_size, seed=seed)
         info["final_loss"] = float(np.mean(info["loss"][-5:]))
         report(name, eval_token_model(model, rec, cfg, windowed=name.startswith("poyo")), info)
 
     train, valid, test = (binned_trials(rec, split, cfg) for split in ("train", "valid", "test"))
     for kind, preset in BINNED_MODELS.items():
-        if mode == "smoke" and kind != "gru":
+        if mode != "full" and kind != "gru":  # quick and smoke: the GRU stands for the binned family
             continue
         model = BinnedRNN(u, get_preset(preset).backbone, {"cursor_velocity_2d": 2}, rngs=nnx.Rngs(seed))
         batches = binned_batches(train, cfg.window_chunks, batch_size, seed)
-        info = fit(model, batches, binned_steps, task_names=("cursor_velocity_2d",), batch_size=batch_size, seed=seed)
+        info = fit(
+            model, batches, budget.binned_steps, task_names=("cursor_velocity_2d",), batch_size=batch_size, seed=seed
+        )
         info["final_loss"] = float(np.mean(info["loss"][-5:]))
         report(f"binned_{kind}", eval_binned(model, test, reach), info)
 
@@ -188,14 +204,13 @@ def run(mode: str, log: Callable[[str], None] = print) -> dict:
     """The accuracy suite: per-session results and each model's mean ± sd R² over sessions."""
     if mode not in BUDGETS:
         raise ValueError(f"mode: expected one of {sorted(BUDGETS)}, got {mode!r}")
-    count, batch_size, token_steps, binned_steps = BUDGETS[mode]
+    budget = BUDGETS[mode]
     per_session = {}
-    for rec in centre_out_sessions(count):
+    for rec in centre_out_sessions(budget.sessions):
         per_session[rec.session_key] = run_session(rec, mode, log)
     names = list(next(iter(per_session.values())))
     summary = {}
     for name in names:
         r2 = np.array([s[name]["r2"] for s in per_session.values()])
         summary[name] = {"r2_mean": float(r2.mean()), "r2_sd": float(r2.std())}
-    budget = {"sessions": count, "batch_size": batch_size, "token_steps": token_steps, "binned_steps": binned_steps}
-    return {"budget": budget, "per_session": per_session, "summary": summary}
+    return {"budget": budget._asdict(), "per_session": per_session, "summary": summary}

@@ -39,8 +39,8 @@ ONE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_thre
 POSSM_PRESETS = ("possm_small", "possm_small_s4d", "possm_small_mamba", "possm", "possm_s4d", "possm_mamba")
 MODES = {
     # mode: (possm presets, rates, timed steps, rerun presets, poyo widths, offline batch sizes)
-    "full": (POSSM_PRESETS, RATES_HZ, 1000, ("possm_small", "possm"), (64, 256), (64,)),
-    "quick": (POSSM_PRESETS[:4], (20,), 200, ("possm_small",), (64,), (64,)),
+    "full": (POSSM_PRESETS, RATES_HZ, 300, ("possm_small", "possm"), (64, 256), (64,)),
+    "quick": (("possm_small", "possm"), (20,), 100, ("possm_small",), (64,), (64,)),
     "smoke": (("possm_small",), (20,), 20, ("possm_small",), (64,), (8,)),
 }
 

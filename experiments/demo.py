@@ -27,7 +27,7 @@ from experiments.launch import run_or_exit
 from possm_jax.train.logging import write_metrics_json
 from possm_jax.train.loop import train_and_evaluate
 
-PRETRAIN_STEPS = 300
+PRETRAIN_STEPS = 600
 TRANSFER_STEPS = 150
 BATCH = 32
 

@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 from possm_batches import random_batch
 
-from data_pipeline.packing import pack_spikes, pack_stream, packed_width
+from data_pipeline.packing import pack_spikes, pack_stream, packed_width, trim_stream
 from possm_jax.backbones.registry import BackboneConfig
 from possm_jax.config import get_preset
 from possm_jax.possm import POSSM
@@ -69,6 +69,21 @@ def test_packed_width_only_grows_along_a_stream():
     assert [_tokens(p) for p in pack_stream(stream, 8)] == [_tokens(b) for b in stream]
     floor = 1024  # above anything these batches need on any number of shards
     assert pack_host_batch(sparse, make_mesh(), min_width=floor)["spike_mask"].shape[1] == floor
+
+
+def test_trim_stream_cuts_only_padding():
+    # Given batches padded to S = 96 whose fullest rows hold 59, 11 and 96 tokens,
+    small = _uneven_batch(1)
+    small["spike_mask"][3] = False
+    full = _uneven_batch(2)
+    full["spike_mask"][:] = True
+    stream = [_uneven_batch(0), small, full]
+    # When their padding is trimmed along the stream,
+    trimmed = list(trim_stream(stream))
+    # Then widths are the 64-bucket, then still 64 (never shrinking), then the whole row; every token is kept.
+    assert [t["spike_mask"].shape[1] for t in trimmed] == [64, 64, S]
+    assert [_tokens(t) for t in trimmed] == [_tokens(b) for b in stream]
+    assert all(t["session"] is b["session"] for t, b in zip(trimmed, stream, strict=True))
 
 
 def test_packing_errors():
