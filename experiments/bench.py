@@ -6,9 +6,10 @@ Usage::
 
 Writes ``results.json`` (with the machine, JAX version, date and command), ``README.md`` (markdown tables) and PNG
 plots (``accuracy_latency.png``: R² against 1-thread median ms per chunk, like the paper's figure;
-``latency.png``: median latency per model and rate). ``make bench`` runs the full suite (over 30 min on 2 EPYC
-cores, most of it training the POYO baseline) and ``make bench-quick`` a reduced one (one session, POSSM / POYO /
-GRU / Wiener accuracy, two POSSM presets for latency); ``--smoke`` is the tiny variant the test runs.
+``latency.png``: median latency per model and rate) and the wall time of each section. ``make bench`` runs the
+full suite (17 min on 2 EPYC cores: 6 min latency, 10 min accuracy training) and ``make bench-quick`` a reduced one
+(under 3 min: 1-thread latency at 20 Hz, one compile of the training step, POSSM / GRU / Wiener accuracy at a small
+budget whose R² ordering is not meaningful); ``--smoke`` is the tiny variant the test runs.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ ACCURACY_TO_LATENCY = {
 }
 """Accuracy model -> latency row used for its x coordinate in the accuracy–latency plot."""
 
+LATENCY_THREADS = {"full": ("1", "all"), "quick": ("1",), "smoke": ("1", "all")}
+"""Thread settings the latency section measures per mode (each is a child process compiling every model)."""
+
 
 def machine_info() -> dict:
     """CPU model, core count, Python / JAX versions."""
@@ -63,7 +67,7 @@ def training_throughput(batch_size: int, steps: int, log: Callable[[str], None])
     import jax.numpy as jnp
     from flax import nnx
 
-    from data_pipeline.packing import pack_spikes
+    from data_pipeline.packing import pack_spikes, packed_width
     from data_pipeline.pipeline import make_train_iterator
     from data_pipeline.tokenize import TokenizerConfig
     from possm_jax.config import get_preset
@@ -77,7 +81,9 @@ def training_throughput(batch_size: int, steps: int, log: Callable[[str], None])
     u, cfg = len(rec.unit_ids), TokenizerConfig()
     iterator = make_train_iterator([rec], [(np.arange(1, u + 1, dtype=np.int32), 1)], cfg, batch_size, 0, prefetch=0)
     raw = [next(iterator) for _ in range(4)]
-    batches = [{k: jnp.asarray(v) for k, v in pack_spikes(b).items()} for b in raw]  # as the training loop does
+    # Packed as the training loop does, all at the widest packed size (one compilation, as in a run after warm-up).
+    width = max(packed_width(b, 1) for b in raw)
+    batches = [{k: jnp.asarray(v) for k, v in pack_spikes(b, width=width).items()} for b in raw]
     model = POSSM(get_preset("possm_small"), u + 1, 2, rngs=nnx.Rngs(0))
     tx = reference_lamb(batch_size, 1000)
     graphdef, state = create_train_state(model, tx)
@@ -88,9 +94,6 @@ def training_throughput(batch_size: int, steps: int, log: Callable[[str], None])
     state, metrics = step_fn(state, batches[0], rng)
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - t
-    for batch in batches[1:]:  # compile the other packed sizes before timing
-        state, metrics = step_fn(state, batch, rng)
-    jax.block_until_ready(metrics)
     times = []
     for i in range(steps):
         t = time.perf_counter()
@@ -162,6 +165,9 @@ def write_readme(results: dict, path: str) -> None:
         "",
         f"Command: `{results['command']}` ({results['mode']} mode), {results['date']}.",
         f"Machine: {m['cpu']}, {m['cores']} cores, JAX {m['jax']} ({m['jax_backend']}).",
+        f"Wall time: {results['wall_s']:.0f} s ("
+        + ", ".join(f"{name} {sec:.0f} s" for name, sec in results["section_s"].items())
+        + ").",
         "",
         "## Streaming latency per 50 ms chunk (batch 1, 5 queries per chunk)",
         "",
@@ -271,18 +277,32 @@ def run(out: str, mode: str, log: Callable[[str], None] = print) -> dict:
         "machine": machine_info(),
     }
     log(f"machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, jax {results['machine']['jax']}")
-    log("== streaming latency")
-    results["latency"] = {
-        threads: bench_latency.run_subprocess(mode, threads, os.path.join(out, f"latency_{threads}.json"), log)
-        for threads in ("1", "all")
-    }
+    seconds = results["section_s"] = {}
+
+    def timed(name: str, fn: Callable[[], object]) -> object:
+        """Runs one section of the suite, logging its start and recording its wall time under ``section_s``."""
+        log(f"== {name} (at {time.perf_counter() - start:.0f} s)")
+        t = time.perf_counter()
+        value = fn()
+        seconds[name] = time.perf_counter() - t
+        return value
+
+    results["latency"] = timed(
+        "streaming latency",
+        lambda: {
+            threads: bench_latency.run_subprocess(mode, threads, os.path.join(out, f"latency_{threads}.json"), log)
+            for threads in LATENCY_THREADS[mode]
+        },
+    )
     results["poyo_ratio"] = _poyo_ratios(results["latency"])
-    log("== training and data throughput")
     steps = {"full": 30, "quick": 8, "smoke": 2}[mode]
-    results["training"] = training_throughput(64 if mode != "smoke" else 8, steps, log)
-    results["data"] = data_throughput({"full": 5.0, "quick": 2.0, "smoke": 0.5}[mode], log)
-    log("== accuracy")
-    results["accuracy"] = bench_accuracy.run(mode, log)
+    results["training"] = timed(
+        "training throughput", lambda: training_throughput(64 if mode != "smoke" else 8, steps, log)
+    )
+    results["data"] = timed(
+        "data throughput", lambda: data_throughput({"full": 5.0, "quick": 2.0, "smoke": 0.5}[mode], log)
+    )
+    results["accuracy"] = timed("accuracy", lambda: bench_accuracy.run(mode, log))
     results["accuracy_latency"] = {
         name: _median_ms(results["latency"], row) for name, row in ACCURACY_TO_LATENCY.items()
     }

@@ -12,6 +12,7 @@ from its start: POSSM and the RNNs carry state from the trial start, POYO re-run
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections.abc import Callable
@@ -39,28 +40,29 @@ EVAL_INTERVAL = "movement_phases/reach_period"
 
 
 class Budget(NamedTuple):
-    """Training budget of one accuracy mode (every model trains at ``batch_size``)."""
+    """Training budget of one accuracy mode: which models train for how many steps (all at ``batch_size``)."""
 
     sessions: int
     batch_size: int
-    possm_steps: int
-    poyo_steps: int  # POYO reads unpacked 1 s windows: several times POSSM's cost per step
-    binned_steps: int
+    token_steps: dict[str, int]  # token model -> steps; a POYO step costs ~3x a POSSM step (one padded window a row)
+    binned_steps: dict[str, int]  # binned model -> steps; S4D / Mamba steps cost 20-40x a binned GRU's
 
 
 BUDGETS = {
-    "full": Budget(sessions=1, batch_size=64, possm_steps=300, poyo_steps=100, binned_steps=600),
-    "quick": Budget(sessions=1, batch_size=16, possm_steps=40, poyo_steps=10, binned_steps=120),
-    "smoke": Budget(sessions=1, batch_size=8, possm_steps=3, poyo_steps=3, binned_steps=5),
+    "full": Budget(1, 64, {"possm_small": 300, "poyo_d64": 200}, {"gru": 600, "s4d": 200, "mamba": 120}),
+    "quick": Budget(1, 32, {"possm_small": 120}, {"gru": 300}),
+    "smoke": Budget(1, 8, {"possm_small": 3, "poyo_d64": 3}, {"gru": 5}),
 }
 BINNED_MODELS = {"gru": "possm_small", "s4d": "possm_small_s4d", "mamba": "possm_small_mamba"}
 """Binned baseline -> the POSSM preset whose backbone it uses."""
 
 
-def centre_out_sessions(count: int, seed: int = 0) -> list[Recording]:
-    """The first ``count`` non-held-out centre-out sessions of the synthetic ``demo`` corpus (in memory)."""
+@functools.cache
+def centre_out_sessions(count: int, seed: int = 0) -> tuple[Recording, ...]:
+    """The first ``count`` non-held-out centre-out sessions of the synthetic ``demo`` corpus (generated once, in
+    memory, and shared by every section of the suite: treat them as read-only)."""
     chosen = (rec for spec, rec in generate(get_synth_preset("demo"), seed) if spec.task == "center_out")
-    return list(itertools.islice(chosen, count))
+    return tuple(itertools.islice(chosen, count))
 
 
 def _forward(model: nnx.Module) -> Callable:
@@ -157,37 +159,36 @@ def run_session(rec: Recording, mode: str, log: Callable[[str], None] = print, s
     reach = rec.intervals[EVAL_INTERVAL]
     results = {}
 
-    def report(name: str, r2: float, info: dict) -> None:
-        results[name] = {"r2": r2, "train_s": info.get("seconds", 0.0), "final_loss": info.get("final_loss")}
-        log(f"  {rec.session_id} {name:<12} R2 {r2:.3f}  ({results[name]['train_s']:.0f} s)")
+    def report(name: str, score: Callable[[], float], info: dict) -> None:
+        t = time.perf_counter()
+        r2 = score()
+        row = {"r2": r2, "train_s": info.get("seconds", 0.0), "eval_s": time.perf_counter() - t}
+        results[name] = {**row, "final_loss": info.get("final_loss")}
+        log(f"  {rec.session_id} {name:<12} R2 {r2:.3f}  (train {row['train_s']:.0f} s, eval {row['eval_s']:.0f} s)")
 
     token_models = {
         "possm_small": lambda: POSSM(get_preset("possm_small"), u + 1, 2, rngs=nnx.Rngs(seed)),
         "poyo_d64": lambda: POYO(POYOConfig(dim=64), u + 1, 2, rngs=nnx.Rngs(seed)),
     }
-    for name, build in token_models.items():
-        model = build()
+    for name, steps in budget.token_steps.items():
+        model = token_models[name]()
         batches = make_train_iterator([rec], [vocab_map], cfg, batch_size, seed, prefetch=0)
         # POSSM packs tokens as the training loop does; POYO reads one window per row, so only the padding is cut.
         batches = pack_stream(batches) if name.startswith("possm") else trim_stream(batches)
-        steps = budget.possm_steps if name.startswith("possm") else budget.poyo_steps
         info = fit(model, batches, steps, task_names=model.config.task_names, batch_size=batch_size, seed=seed)
         info["final_loss"] = float(np.mean(info["loss"][-5:]))
-        report(name, eval_token_model(model, rec, cfg, windowed=name.startswith("poyo")), info)
+        report(name, functools.partial(eval_token_model, model, rec, cfg, windowed=name.startswith("poyo")), info)
 
     train, valid, test = (binned_trials(rec, split, cfg) for split in ("train", "valid", "test"))
-    for kind, preset in BINNED_MODELS.items():
-        if mode != "full" and kind != "gru":  # quick and smoke: the GRU stands for the binned family
-            continue
-        model = BinnedRNN(u, get_preset(preset).backbone, {"cursor_velocity_2d": 2}, rngs=nnx.Rngs(seed))
+    for kind, steps in budget.binned_steps.items():
+        backbone = get_preset(BINNED_MODELS[kind]).backbone
+        model = BinnedRNN(u, backbone, {"cursor_velocity_2d": 2}, rngs=nnx.Rngs(seed))
         batches = binned_batches(train, cfg.window_chunks, batch_size, seed)
-        info = fit(
-            model, batches, budget.binned_steps, task_names=("cursor_velocity_2d",), batch_size=batch_size, seed=seed
-        )
+        info = fit(model, batches, steps, task_names=("cursor_velocity_2d",), batch_size=batch_size, seed=seed)
         info["final_loss"] = float(np.mean(info["loss"][-5:]))
-        report(f"binned_{kind}", eval_binned(model, test, reach), info)
+        report(f"binned_{kind}", functools.partial(eval_binned, model, test, reach), info)
 
-    t = time.perf_counter()
+    start = time.perf_counter()
     filt, _ = fit_wiener(
         [(s.counts.astype(np.float64), s.target) for s, _ in train],
         [(s.counts.astype(np.float64), s.target) for s, _ in valid],
@@ -195,8 +196,12 @@ def run_session(rec: Recording, mode: str, log: Callable[[str], None] = print, s
         train_weight=[w for _, w in train],
         valid_mask=[m for _, m in _masks(valid, reach)],
     )
-    rows = [(filt.predict(s.counts.astype(np.float64))[m], s.target[m]) for s, m in _masks(test, reach)]
-    report("wiener", _score(rows), {"seconds": time.perf_counter() - t})
+    fitted = {"seconds": time.perf_counter() - start}
+    report(
+        "wiener",
+        lambda: _score([(filt.predict(s.counts.astype(np.float64))[m], s.target[m]) for s, m in _masks(test, reach)]),
+        fitted,
+    )
     return results
 
 

@@ -40,7 +40,7 @@ POSSM_PRESETS = ("possm_small", "possm_small_s4d", "possm_small_mamba", "possm",
 MODES = {
     # mode: (possm presets, rates, timed steps, rerun presets, poyo widths, offline batch sizes)
     "full": (POSSM_PRESETS, RATES_HZ, 300, ("possm_small", "possm"), (64, 256), (64,)),
-    "quick": (("possm_small", "possm"), (20,), 100, ("possm_small",), (64,), (64,)),
+    "quick": (("possm_small", "possm"), (20,), 100, (), (64,), (64,)),
     "smoke": (("possm_small",), (20,), 20, ("possm_small",), (64,), (8,)),
 }
 

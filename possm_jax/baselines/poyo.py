@@ -98,8 +98,11 @@ class _Block(nnx.Module):
 
     def __call__(self, x, x_rot, context, context_rot, mask, *, rngs: nnx.Rngs | None = None) -> Array:
         """x: [b, n, d] at x_rot; context: [b, s, d] at context_rot; mask: [b, 1, s] -> [b, n, d]."""
-        k, v = self.attn.key_value(context)
-        k, v = (rotate(a, context_rot) for a in (k, v))
+        return self.attend(x, x_rot, self.attn.key_value(context), context_rot, mask, rngs=rngs)
+
+    def attend(self, x, x_rot, kv, context_rot, mask, *, rngs: nnx.Rngs | None = None) -> Array:
+        """As ``__call__`` with the context's unrotated (k, v) [b, s, e] given, e.g. gathered from a per-unit table."""
+        k, v = (rotate(a, context_rot) for a in kv)
         a = masked_attention(self.attn.query(x, x_rot), k[:, None], v[:, None], mask)
         x = x + self.attn.output(a, x_rot)
         return x + self.ffn(x, rngs=rngs)
@@ -144,9 +147,11 @@ class POYO(nnx.Module):
         latent_t = jnp.repeat((jnp.arange(steps) + 0.5) * cfg.latent_step, cfg.latents_per_step)
         z = jnp.broadcast_to(jnp.tile(self.latent_emb[...], (steps, 1)), (b, *latent_t.shape, cfg.dim))
         latent_rot = self.rope(jnp.broadcast_to(latent_t, (b, *latent_t.shape)))
-        tokens = self.unit_emb(jnp.asarray(batch["spike_unit"]))
+        # A spike's key and value depend only on its unit: project the unit table once and gather per spike.
+        unit = jnp.asarray(batch["spike_unit"])
+        kv = tuple(table[unit] for table in self.encoder.attn.key_value(self.unit_emb.embedding[...]))
         spike_mask = jnp.asarray(batch["spike_mask"])[:, None, :]
-        z = self.encoder(z, latent_rot, tokens, self.rope(spike_t), spike_mask, rngs=rngs)
+        z = self.encoder.attend(z, latent_rot, kv, self.rope(spike_t), spike_mask, rngs=rngs)
         all_latents = jnp.ones((b, 1, z.shape[1]), bool)
         for layer in self.layers:
             z = layer(z, latent_rot, z, latent_rot, all_latents, rngs=rngs)
