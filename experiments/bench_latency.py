@@ -14,7 +14,7 @@ Inputs are pre-padded host (numpy) arrays, as a real-time loop would hold them; 
 Thread count is set by the environment before JAX starts, so :func:`run_subprocess` launches this module in a child
 process: ``threads="1"`` pins it to core 0 (``taskset -c 0``) with single-threaded XLA; ``"all"`` leaves it free::
 
-  python -m experiments.bench_latency --out=runs/bench/latency_all.json [--quick | --smoke]
+  python -m experiments.bench_latency --out=runs/bench/latency_all.json [--mode=full|quick|smoke]
 """
 
 from __future__ import annotations
