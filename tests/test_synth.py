@@ -16,7 +16,7 @@ from data_pipeline.synth import (
     units,
 )
 from data_pipeline.synth.reaching import simulate_reaching
-from experiments.calibrate import calibrate_session
+from experiments.calibrate import calibrate_session, format_table
 
 TINY = get_preset("tiny")
 
@@ -89,6 +89,13 @@ def test_unit_overlap_between_neighbouring_sessions():
     assert 0.05 < np.mean(~plan.pool.tuned) < 0.35
 
 
+def test_single_preset_is_one_long_centre_out_session_of_demo_neurons():
+    single, demo = get_preset("single"), get_preset("demo")
+    (spec,) = session_specs(single)
+    assert spec.task == reaching.CENTRE_OUT and not spec.heldout and single.duration >= 3 * demo.duration
+    np.testing.assert_array_equal(plan_subject(single, 0, 0).unit_sets[0], plan_subject(demo, 0, 0).unit_sets[0])
+
+
 def test_intervals_consistent(tiny):
     for _, rec in tiny:
         trials = rec.intervals["trials"]
@@ -135,6 +142,14 @@ def test_latent_velocity_leads_the_cursor(tiny):
 def test_calibration_on_tiny_in_target_range(tiny):
     r2 = [calibrate_session(rec, spec.task)["r2_test"] for spec, rec in tiny]
     assert 0.60 <= np.mean(r2) <= 0.75, r2
+
+
+def test_calibration_gru_column(tiny):
+    spec, rec = tiny[0]
+    row = calibrate_session(rec, spec.task, gru_steps=2)
+    assert np.isfinite(row["r2_test_gru"]) and row["r2_test_gru"] < 1.0
+    table = format_table([row])
+    assert " GRU" in table.splitlines()[0] and "GRU test R2 mean" in table
 
 
 def test_handwriting_counts_and_labels():

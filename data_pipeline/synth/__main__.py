@@ -4,7 +4,7 @@ Usage::
 
   python -m data_pipeline.synth --preset=demo --out=runs/data/demo [--seed=0] [--overwrite]
 
-Presets: ``tiny``, ``demo``, ``bench`` (reaching), ``handwriting``, ``speech``.
+Presets: ``tiny``, ``demo``, ``single``, ``bench`` (reaching), ``handwriting``, ``speech``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Named sizes of the synthetic reaching corpus (SPEC 3.2): ``tiny`` for tests, ``demo`` for a laptop, ``bench``."""
+"""Named sizes of the synthetic reaching corpus (SPEC 3.2): ``tiny`` for tests, ``demo`` for a laptop, ``bench``,
+and ``single``: one long centre-out session for single-session models (POSSM-SS)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ class ReachingPreset:
 PRESETS: dict[str, ReachingPreset] = {
     "tiny": ReachingPreset("tiny", sessions_per_subject=3, duration=60.0),
     "demo": ReachingPreset("demo", sessions_per_subject=10, num_heldout=1, duration=300.0, random_target_every=5),
+    # One 15 min session of 188 units (the neurons of demo's subject_00_session_000): single-session
+    # models are data-limited on 5 min sessions (README, "Single-session POSSM-SS").
+    "single": ReachingPreset("single", sessions_per_subject=1, duration=900.0),
     "bench": ReachingPreset(
         "bench", num_subjects=4, sessions_per_subject=20, num_heldout=1, duration=300.0, random_target_every=4
     ),

@@ -5,15 +5,16 @@ Launch (``arg`` = a model preset, optionally ``,quick`` for a short CPU run):
     python -m experiments.pretrain --config=experiments/configs/pretrain.py:possm_small \
         --config.data.dir=runs/demo/data --config.data.sessions=pretrain --workdir=runs/pretrain
 
-Single session (POSSM-SS), e.g. the demo corpus's held-out centre-out session with its whole train split:
+Single session (POSSM-SS): the ``single`` synthetic preset is one 15-minute centre-out session (630 s of training
+trials; 5-minute sessions leave POSSM-SS data-limited near 0.90, see the README):
 
+    python -m data_pipeline.synth --preset=single --out=runs/single/data
     python -m experiments.pretrain --config=experiments/configs/pretrain.py:possm_small \
-        --config.data.dir=runs/demo/data --config.data.sessions=heldout --config.train.batch_size=32 \
-        --config.train.lr_scale=2.0 --config.train.num_steps=700 --config.eval.every=350 --workdir=runs/possm_ss
+        --config.data.dir=runs/single/data --config.data.sessions=all \
+        --config.train.num_steps=1000 --config.eval.every=500 --workdir=runs/possm_ss
 
-(measured on 2 shared CPU cores: 2.5 min, test R² 0.896 chunk-causal / 0.583 strictly causal. Variations: 1500
-steps at batch 64 0.900; model.dim=128 0.900; model.ffn_dropout=0 0.894; train.unit_dropout=False 0.881; the
-188-unit session subject_00_session_000 0.909.)
+(measured on 2 shared CPU cores: 12 min, test R² 0.936 chunk-causal / 0.621 strictly causal; the binned GRU
+trained the same way, ``python -m experiments.calibrate --preset=single --gru_steps=1000``, 0.913.)
 
 Without ``data.dir`` a synthetic preset (``data.synthetic``) is generated in memory. Model fields left at 0 / -1 /
 '' keep the preset's value.
