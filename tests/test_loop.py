@@ -83,6 +83,15 @@ def _sigterm_after(calls: int, monkeypatch):
     monkeypatch.setattr(loop, "make_train_step", patched)
 
 
+def test_model_config_overrides_only_the_fields_that_are_set():
+    config = pretrain.get_config("possm_small")
+    base = loop.model_config(config)
+    assert base.lag is None and base.dim == 64  # -1 / 0 keep the preset's chunk-causal decoder and width
+    config.model.lag, config.model.hidden = 0.05, 128
+    cfg = loop.model_config(config)
+    assert cfg.lag == 0.05 and cfg.backbone.hidden == 128 and cfg.dim == base.dim
+
+
 def test_sigterm_saves_resume_is_exact_nan_guard_keeps_checkpoint(tmp_path, monkeypatch):
     # Given an uninterrupted run of STEPS steps,
     full = loop.train_and_evaluate(tiny_config(), str(tmp_path / "full"))
