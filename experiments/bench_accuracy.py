@@ -146,6 +146,18 @@ def eval_binned(model: BinnedRNN, segments: list, reach) -> float:
     return _score([(pred[i, : len(s.times)][m], s.target[m]) for i, (s, m) in enumerate(_masks(segments, reach))])
 
 
+def train_binned(
+    kind: str, train: list, num_units: int, window_bins: int, steps: int, batch_size: int, seed: int = 0
+) -> tuple[BinnedRNN, dict]:
+    """A binned baseline (``kind``, a key of :data:`BINNED_MODELS`) trained for ``steps`` updates on random
+    ``window_bins`` windows of ``train`` (from ``binned_trials``); returns the model and :func:`fit`'s info."""
+    backbone = get_preset(BINNED_MODELS[kind]).backbone
+    model = BinnedRNN(num_units, backbone, {"cursor_velocity_2d": 2}, rngs=nnx.Rngs(seed))
+    batches = binned_batches(train, window_bins, batch_size, seed)
+    info = fit(model, batches, steps, task_names=("cursor_velocity_2d",), batch_size=batch_size, seed=seed)
+    return model, info
+
+
 def _masks(segments: list, reach) -> list:
     return [(seg, reach.contains(seg.times - 1e-9)) for seg, _ in segments]
 
@@ -182,10 +194,7 @@ def run_session(rec: Recording, mode: str, log: Callable[[str], None] = print, s
 
     train, valid, test = (binned_trials(rec, split, cfg) for split in ("train", "valid", "test"))
     for kind, steps in budget.binned_steps.items():
-        backbone = get_preset(BINNED_MODELS[kind]).backbone
-        model = BinnedRNN(u, backbone, {"cursor_velocity_2d": 2}, rngs=nnx.Rngs(seed))
-        batches = binned_batches(train, cfg.window_chunks, batch_size, seed)
-        info = fit(model, batches, steps, task_names=("cursor_velocity_2d",), batch_size=batch_size, seed=seed)
+        model, info = train_binned(kind, train, u, cfg.window_chunks, steps, batch_size, seed)
         info["final_loss"] = float(np.mean(info["loss"][-5:]))
         report(f"binned_{kind}", functools.partial(eval_binned, model, test, reach), info)
 

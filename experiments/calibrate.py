@@ -21,17 +21,14 @@ import os
 
 import numpy as np
 from absl import app, flags
-from flax import nnx
 
 from data_pipeline import binning
 from data_pipeline.recording import Recording
 from data_pipeline.synth import generate, get_preset
 from data_pipeline.tokenize import TokenizerConfig
-from experiments.bench_accuracy import BINNED_MODELS, eval_binned
+from experiments.bench_accuracy import eval_binned, train_binned
 from possm_jax.baselines import fit_wiener, r2_score
-from possm_jax.baselines.binned_rnn import BinnedRNN, binned_batches, binned_trials
-from possm_jax.baselines.train_simple import fit
-from possm_jax.config import get_preset as get_model_preset
+from possm_jax.baselines.binned_rnn import binned_trials
 
 INTERVAL_WEIGHTS = {"reach_period": 5.0, "hold_period": 0.1, "return_period": 1.0, "random_period": 1.0}
 EVAL_PERIOD = {"center_out": "reach_period", "random_target": "random_period"}
@@ -64,14 +61,8 @@ def _segments(recording: Recording, split: str, bin_width: float, eval_period: s
 def gru_r2(recording: Recording, eval_period: str, steps: int, bin_width: float, batch_size: int = 64) -> float:
     """Test R² of a binned GRU trained for ``steps`` updates on the session's train trials (module docstring)."""
     cfg = TokenizerConfig(bin_width=bin_width)
-    model = BinnedRNN(
-        len(recording.unit_ids),
-        get_model_preset(BINNED_MODELS["gru"]).backbone,
-        {"cursor_velocity_2d": 2},
-        rngs=nnx.Rngs(0),
-    )
-    batches = binned_batches(binned_trials(recording, "train", cfg), cfg.window_chunks, batch_size, seed=0)
-    fit(model, batches, steps, task_names=("cursor_velocity_2d",), batch_size=batch_size)
+    train = binned_trials(recording, "train", cfg)
+    model, _ = train_binned("gru", train, len(recording.unit_ids), cfg.window_chunks, steps, batch_size)
     test = binned_trials(recording, "test", cfg)
     return eval_binned(model, test, recording.intervals[f"movement_phases/{eval_period}"])
 

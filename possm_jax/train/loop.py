@@ -61,7 +61,7 @@ def model_config(config: ml_collections.ConfigDict) -> POSSMConfig:
         overrides["dim"] = m.dim
     if m.ffn_dropout >= 0:
         overrides["ffn_dropout"] = m.ffn_dropout
-    if m.get("lag", -1.0) >= 0:
+    if m.lag >= 0:
         overrides["lag"] = m.lag
     base = get_preset(m.preset)
     backbone = {"hidden": m.hidden, "num_layers": m.num_layers}
