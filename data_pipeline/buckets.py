@@ -55,6 +55,11 @@ def bucket_size(n: int, buckets: Sequence[int]) -> int:
     return -(-int(n) // top) * top
 
 
+def next_pow2(n: int, minimum: int = 1) -> int:
+    """The smallest power of two ``>= max(n, minimum)`` (streaming and evaluation pad to these sizes)."""
+    return 1 << max(int(n) - 1, int(minimum) - 1, 0).bit_length()
+
+
 def max_events_in_window(times: np.ndarray, window: float) -> int:
     """The largest number of sorted ``times`` inside any half-open window ``[a, a + window)``.
 

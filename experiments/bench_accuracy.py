@@ -23,6 +23,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from data_pipeline.buckets import next_pow2
 from data_pipeline.packing import pack_stream, trim_stream
 from data_pipeline.pipeline import iterate_eval_trials, make_train_iterator
 from data_pipeline.recording import Recording
@@ -103,8 +104,7 @@ def _poyo_trial_predictions(forward: Callable, batch: dict, window_chunks: int, 
             windows.append((pos[sel], batch["spike_unit"][row][sel], batch["spike_time"][row][sel], row, qsel))
             where.append((row, qsel))
     pred = np.zeros((*batch["query_time"].shape, 2), np.float32)
-    s = max(1, max(len(w[0]) for w in windows))
-    s = 1 << (s - 1).bit_length()
+    s = next_pow2(max(len(w[0]) for w in windows))
     q = batch["query_time"].shape[1]
     for first in range(0, len(windows), 32):
         group = windows[first : first + 32]

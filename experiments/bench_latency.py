@@ -97,9 +97,9 @@ def _queries(bucket: int) -> dict[str, np.ndarray]:
 
 def _window(rng: np.random.Generator, n_per_chunk: int, batch: int = 1) -> dict[str, np.ndarray]:
     """A batch of 1 s windows (20 chunks of ``n_per_chunk`` spikes) with 5 queries in the last chunk."""
-    from possm_jax.streaming import bucket_size
+    from data_pipeline.buckets import next_pow2
 
-    s = bucket_size(WINDOW_CHUNKS * n_per_chunk, 16)
+    s = next_pow2(WINDOW_CHUNKS * n_per_chunk, 16)
     n = WINDOW_CHUNKS * n_per_chunk
     out = {
         "spike_unit": np.zeros((batch, s), np.int32),
@@ -135,14 +135,15 @@ def possm_step_row(preset: str, rate: float, steps: int) -> dict:
     import jax
     from flax import nnx
 
+    from data_pipeline.buckets import next_pow2
     from possm_jax.config import get_preset
     from possm_jax.possm import POSSM
-    from possm_jax.streaming import MIN_QUERY_BUCKET, MIN_SPIKE_BUCKET, bucket_size, make_step
+    from possm_jax.streaming import MIN_QUERY_BUCKET, MIN_SPIKE_BUCKET, make_step
 
     model = POSSM(get_preset(preset), NUM_UNITS + 1, 2, rngs=nnx.Rngs(0))
     n = spikes_per_chunk(rate)
-    chunks = _random_chunks(np.random.default_rng(0), n, bucket_size(n, MIN_SPIKE_BUCKET))
-    queries = _queries(bucket_size(QUERIES_PER_CHUNK, MIN_QUERY_BUCKET))
+    chunks = _random_chunks(np.random.default_rng(0), n, next_pow2(n, MIN_SPIKE_BUCKET))
+    queries = _queries(next_pow2(QUERIES_PER_CHUNK, MIN_QUERY_BUCKET))
     step_fn = make_step(model)
     state = [model.init_stream(1)]
 

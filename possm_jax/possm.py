@@ -24,7 +24,8 @@ from possm_jax import validate
 from possm_jax.backbones.registry import build_backbone
 from possm_jax.config import POSSMConfig
 from possm_jax.nn.decoder import OutputDecoder, band_key_times, band_length, band_offsets
-from possm_jax.nn.encoder import EMBEDDING_INIT_STD, SpikeEncoder
+from possm_jax.nn.embedding import vocab_embedding
+from possm_jax.nn.encoder import SpikeEncoder
 from possm_jax.nn.rope import RotaryTime
 from possm_jax.types import Array, PyTree
 
@@ -76,13 +77,6 @@ def _gather_chunks(x: Array, idx: Array) -> Array:
     return x[jnp.arange(x.shape[0])[:, None, None], idx]
 
 
-def _embedding(num: int, dim: int, rngs: nnx.Rngs) -> nnx.Embed:
-    """N(0, 0.02) table with row 0 (the reserved "none" id) zeroed."""
-    table = nnx.Embed(num, dim, embedding_init=nnx.initializers.normal(EMBEDDING_INIT_STD), rngs=rngs)
-    table.embedding[...] = table.embedding[...].at[0].set(0.0)
-    return table
-
-
 class POSSM(nnx.Module):
     """The POSSM model.
 
@@ -103,8 +97,8 @@ class POSSM(nnx.Module):
         self.num_units = num_units
         self.num_sessions = num_sessions
         self.rope = RotaryTime(config.rope_t_min, config.rope_t_max)
-        self.unit_emb = _embedding(num_units, config.dim, rngs)
-        self.session_emb = _embedding(num_sessions, config.dim, rngs)
+        self.unit_emb = vocab_embedding(num_units, config.dim, rngs)
+        self.session_emb = vocab_embedding(num_sessions, config.dim, rngs)
         self.encoder = SpikeEncoder(
             config.dim,
             rngs=rngs,

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from data_pipeline.buckets import next_pow2
 from possm_jax import validate
 from possm_jax.possm import POSSM, StreamState
 from possm_jax.types import Array, PyTree
@@ -31,11 +32,6 @@ CHUNK_KEYS = {"spike_unit": np.int32, "spike_time": np.float32, "spike_value": n
 """The arrays of one chunk, each [b, s], and their dtypes."""
 QUERY_KEYS = {"session": np.int32, "query_time": np.float32, "query_task": np.int32}
 """The query arrays (``session`` [b], the others [b, q]) and their dtypes."""
-
-
-def bucket_size(n: int, minimum: int) -> int:
-    """The smallest power of two >= max(n, minimum)."""
-    return 1 << max(int(n) - 1, minimum - 1, 0).bit_length()
 
 
 def pad_inputs(
@@ -117,7 +113,7 @@ class Streamer:
         s = np.shape(chunk["spike_unit"])[1]
         q = np.shape(queries["query_time"])[1]
         padded_chunk, padded_queries = pad_inputs(
-            chunk, queries, bucket_size(s, MIN_SPIKE_BUCKET), bucket_size(q, MIN_QUERY_BUCKET)
+            chunk, queries, next_pow2(s, MIN_SPIKE_BUCKET), next_pow2(q, MIN_QUERY_BUCKET)
         )
         state, preds = self.step_fn(state, padded_chunk, padded_queries)
         return state, {k: v[:, :q] for k, v in preds.items()}

@@ -18,13 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from possm_jax.nn.embedding import EMBEDDING_INIT_STD
 from possm_jax.types import Array
 
 RESERVED = "NA"
 """The id of row 0: padding / "no unit"."""
-
-EMBEDDING_INIT_STD = 0.02
-"""Standard deviation of new embedding rows (SPEC 2.8)."""
 
 
 class UnknownIdError(ValueError):

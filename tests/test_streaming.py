@@ -5,10 +5,11 @@ import pytest
 from flax import nnx
 from possm_batches import chunk_inputs, random_batch
 
+from data_pipeline.buckets import next_pow2
 from possm_jax.backbones.registry import BackboneConfig
 from possm_jax.config import get_preset
 from possm_jax.possm import POSSM
-from possm_jax.streaming import LoadedStep, Streamer, bucket_size, export_step, exported_step, load_step, pad_inputs
+from possm_jax.streaming import LoadedStep, Streamer, export_step, exported_step, load_step, pad_inputs
 
 C, S, Q, U = 6, 64, 12, 30
 TASK = "cursor_velocity_2d"
@@ -20,9 +21,10 @@ def model():
     return POSSM(cfg, num_units=U, num_sessions=3, rngs=nnx.Rngs(0))
 
 
-def test_bucket_sizes():
-    assert [bucket_size(n, 16) for n in (0, 1, 16, 17, 100, 128, 129)] == [16, 16, 16, 32, 128, 128, 256]
-    assert [bucket_size(n, 8) for n in (5, 8, 9)] == [8, 8, 16]
+def test_next_pow2():
+    assert [next_pow2(n, 16) for n in (0, 1, 16, 17, 100, 128, 129)] == [16, 16, 16, 32, 128, 128, 256]
+    assert [next_pow2(n, 8) for n in (5, 8, 9)] == [8, 8, 16]
+    assert [next_pow2(n) for n in (0, 1, 2, 3, 1000)] == [1, 1, 2, 4, 1024]
 
 
 def test_streamer_equals_window_with_varying_spike_counts(model):

@@ -30,7 +30,7 @@ from flax.core import FrozenDict
 from possm_jax.baselines.binned_rnn import split_outputs
 from possm_jax.config import DEFAULT_TASKS
 from possm_jax.nn.attention import RotaryCrossAttention, masked_attention
-from possm_jax.nn.encoder import EMBEDDING_INIT_STD
+from possm_jax.nn.embedding import EMBEDDING_INIT_STD, vocab_embedding
 from possm_jax.nn.ffn import FeedForward
 from possm_jax.nn.linear import torch_linear
 from possm_jax.nn.rope import RotaryTime, rotate
@@ -83,12 +83,6 @@ class POYOConfig:
         return round(self.window / self.bin_width)
 
 
-def _embedding(num: int, dim: int, rngs: nnx.Rngs) -> nnx.Embed:
-    table = nnx.Embed(num, dim, embedding_init=nnx.initializers.normal(EMBEDDING_INIT_STD), rngs=rngs)
-    table.embedding[...] = table.embedding[...].at[0].set(0.0)  # row 0 is the reserved "none" id
-    return table
-
-
 class _Block(nnx.Module):
     """Rotary cross-attention plus FFN, both residual: ``x <- x + attn(x <- context); x <- x + FFN(x)``."""
 
@@ -123,8 +117,8 @@ class POYO(nnx.Module):
             raise ValueError(f"POYO: num_units ({num_units}) and num_sessions ({num_sessions}) must be >= 1.")
         self.config = config
         self.rope = RotaryTime()
-        self.unit_emb = _embedding(num_units, config.dim, rngs)
-        self.session_emb = _embedding(num_sessions, config.dim, rngs)
+        self.unit_emb = vocab_embedding(num_units, config.dim, rngs)
+        self.session_emb = vocab_embedding(num_sessions, config.dim, rngs)
         self.task_emb = nnx.Embed(len(config.tasks), config.dim, rngs=rngs)
         shape = (config.latents_per_step, config.dim)
         self.latent_emb = nnx.Param(EMBEDDING_INIT_STD * jax.random.normal(rngs.params(), shape))

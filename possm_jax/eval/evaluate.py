@@ -25,6 +25,7 @@ import numpy as np
 from flax import nnx
 
 from data_pipeline.batch_layout import MODEL_INPUT_KEYS
+from data_pipeline.buckets import next_pow2
 from data_pipeline.pipeline import iterate_eval_trials
 from data_pipeline.recording import Intervals, Recording
 from data_pipeline.tokenize import QueryTable, TokenizerConfig
@@ -70,10 +71,6 @@ def scored_mask(recording: Recording, times: np.ndarray, trial: tuple[float, flo
         if excluded is not None and len(excluded) > 0:
             keep &= ~excluded.contains(times)
     return keep
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, int(n) - 1).bit_length()
 
 
 def pad_batch(batch: Mapping[str, np.ndarray], b: int, s: int, q: int) -> dict[str, np.ndarray]:
@@ -169,7 +166,7 @@ def evaluate_session(
     for batch, trials in iterate_eval_trials(recording, vocab_map, cfg, split=split, batch_size=batch_size):
         b = batch["query_mask"].shape[0]
         padded = pad_batch(
-            batch, batch_size, _next_pow2(batch["spike_unit"].shape[1]), _next_pow2(batch["query_mask"].shape[1])
+            batch, batch_size, next_pow2(batch["spike_unit"].shape[1]), next_pow2(batch["query_mask"].shape[1])
         )
         pred = predict(padded)[task][:b, : batch["query_mask"].shape[1]]
         counts = batch["query_mask"].sum(axis=1)

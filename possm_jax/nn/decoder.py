@@ -21,12 +21,12 @@ import numpy as np
 from flax import nnx
 
 from possm_jax.nn.attention import HEAD_DIM, RotaryCrossAttention, masked_attention
+from possm_jax.nn.embedding import embedding_init
 from possm_jax.nn.ffn import FeedForward
 from possm_jax.nn.linear import torch_linear
 from possm_jax.nn.rope import Rotation, rotate
 from possm_jax.types import Array
 
-EMBEDDING_INIT_STD = 0.02
 BOUNDARY_TOLERANCE = 1e-5
 """Fraction of a bin width by which a chunk may end after ``t - lag`` and still count as visible (float32 slack)."""
 
@@ -93,7 +93,7 @@ class OutputDecoder(nnx.Module):
         ffn_dropout: float = 0.0,
         head_dim: int = HEAD_DIM,
     ):
-        init = nnx.initializers.normal(EMBEDDING_INIT_STD)
+        init = embedding_init()
         self.task_emb = nnx.Param(init(rngs.params(), (len(tasks), dim))) if task_embedding else None
         self.attn = RotaryCrossAttention(dim, context_dim, rngs=rngs, head_dim=head_dim)
         self.ffn = FeedForward(dim, rngs=rngs, mult=ffn_mult, dropout_rate=ffn_dropout)

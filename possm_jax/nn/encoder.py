@@ -20,11 +20,10 @@ import numpy as np
 from flax import nnx
 
 from possm_jax.nn.attention import HEAD_DIM, RotaryCrossAttention, masked_attention, segment_attention
+from possm_jax.nn.embedding import embedding_init
 from possm_jax.nn.ffn import FeedForward
 from possm_jax.nn.rope import Rotation, rope_angles, rotate, rotation
 from possm_jax.types import Array
-
-EMBEDDING_INIT_STD = 0.02
 
 
 def latent_times(num_latents: int, bin_width: float) -> np.ndarray:
@@ -91,7 +90,7 @@ class SpikeEncoder(nnx.Module):
         ffn_dropout: float = 0.0,
         head_dim: int = HEAD_DIM,
     ):
-        init = nnx.initializers.normal(EMBEDDING_INIT_STD)
+        init = embedding_init()
         self.num_latents = num_latents
         self.latent_time = latent_times(num_latents, bin_width)  # static numpy constant, not a parameter
         self.token_type = nnx.Param(init(rngs.params(), (dim,)))
