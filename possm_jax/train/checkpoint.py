@@ -235,6 +235,7 @@ class Checkpointer:
         config: Mapping[str, Any] | None = None,
         compare: Iterable[str] = ("model",),
         data_iterator: Any = None,
+        partial: bool = False,
     ) -> PyTree:
         """Restores a train state onto ``target``'s shardings (and the data iterator in place).
 
@@ -244,6 +245,8 @@ class Checkpointer:
             config: the config in use; if given, the saved config's ``compare`` sections must equal it.
             compare: top-level config sections that must match (empty: all).
             data_iterator: a grain iterator to move to the saved position (needs ``data`` saved with the step).
+            partial: ``target`` is a dict of some of the saved state's top-level fields (e.g. ``params`` and ``rest``
+                for inference); only those are read.
 
         Raises:
             CheckpointError: missing/corrupt checkpoint. ConfigMismatchError: the configs differ.
@@ -256,7 +259,7 @@ class Checkpointer:
                     f"checkpoint step {step} in {self.directory} was saved with a different config: {diff} differ. "
                     f"Use the checkpoint's config (its config item), or start a new --workdir for a new model."
                 )
-        items = {"state": ocp.args.StandardRestore(jax.tree.map(_as_abstract, target))}
+        items = {"state": ocp.args.StandardRestore(jax.tree.map(_as_abstract, target), strict=not partial)}
         if data_iterator is not None:
             items["data"] = grain_checkpoint.CheckpointRestore(data_iterator)
         return self._read(step, items)["state"]
