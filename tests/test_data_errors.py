@@ -15,6 +15,7 @@ from data_pipeline.errors import DataError
 from data_pipeline.recording import Intervals, Recording, TimeSeries
 from data_pipeline.store_reader import open_recording
 from data_pipeline.store_writer import write_recording
+from data_pipeline.tokenize import QueryTable, TokenizerConfig
 
 
 def small_recording() -> Recording:
@@ -30,14 +31,18 @@ def small_recording() -> Recording:
         spike_units=rng.integers(0, 3, 200),
         domain=Intervals(np.array([0.0]), np.array([6.0])),
         splits={
-            "train": Intervals(np.array([0.0]), np.array([4.0])),
+            "train": Intervals(np.array([0.0, 2.5]), np.array([2.5, 4.0])),
             "valid": Intervals(np.array([4.0]), np.array([6.0])),
         },
         behaviour={
             "cursor": TimeSeries(cursor_t, {"vel": rng.normal(size=(600, 2))}),
             "hand": TimeSeries(cursor_t, {"vel": rng.normal(size=(600, 2))}, sampling_rate=100.0),
         },
-        intervals={"trials": Intervals(np.array([0.5, 2.5]), np.array([2.0, 4.0]))},
+        intervals={
+            "trials": Intervals(np.array([0.5, 2.5]), np.array([2.0, 4.0])),
+            "movement_phases/reach_period": Intervals(np.array([1.0, 3.0]), np.array([1.5, 3.5])),
+            "cursor_outlier_segments": Intervals(np.array([1.2, 5.0]), np.array([1.3, 5.5])),
+        },
     )
 
 
@@ -94,6 +99,16 @@ def empty_domain(f):
     replace(f, "domain/end", np.zeros(0))
 
 
+def set_rows(group: str, start, end):
+    """Replace the rows of Interval group ``group``."""
+
+    def edit(f):
+        replace(f, f"{group}/start", np.asarray(start, dtype=np.float64))
+        replace(f, f"{group}/end", np.asarray(end, dtype=np.float64))
+
+    return edit
+
+
 def stale_coarse_index(f):
     idx = f["spikes/timestamp_indices_1s"][()]
     idx[3] += 5
@@ -113,14 +128,6 @@ CASES = [
     ("unit_index negative", set_unit(-1), "spikes/unit_index", "outside the 3 valid rows"),
     ("unit_index float", lambda f: replace(f, "spikes/unit_index", np.zeros(200)), "spikes/unit_index", "dtype"),
     ("unit_index short", lambda f: replace(f, "spikes/unit_index", np.zeros(199, int)), "spikes/unit_index", "rows"),
-    ("behaviour rows", lambda f: replace(f, "cursor/vel", np.zeros((599, 2))), "cursor/vel", "599 rows"),
-    ("regular rows", lambda f: replace(f, "hand/vel", np.zeros((500, 2))), "hand", "500 samples"),
-    (
-        "no sampling rate",
-        lambda f: f["hand"].attrs.__delitem__("sampling_rate"),
-        "hand.attrs[sampling_rate]",
-        "missing",
-    ),
     ("empty session", no_spikes, "spikes/timestamps", "no spikes"),
     ("string times", lambda f: replace(f, "spikes/timestamps", np.full(200, b"1.0")), "spikes/timestamps", "dtype"),
     ("interval end < start", interval_backwards, "trials", "end < start"),
@@ -129,6 +136,37 @@ CASES = [
     ("spikes not a series", lambda f: f["spikes"].attrs.__setitem__("object", "ArrayDict"), "spikes", "expected"),
     ("duplicate unit ids", lambda f: replace(f, "units/id", np.array([b"u0", b"u0", b"u2"])), "units/id", "duplicate"),
     ("trial start string", lambda f: replace(f, "trials/start", np.array([b"a", b"b"])), "trials/start", "dtype"),
+    ("unsorted trials", set_rows("trials", [2.5, 0.5], [4.0, 2.0]), "trials", "not sorted"),
+    ("overlapping trials", set_rows("trials", [0.5, 2.5], [3.0, 4.0]), "trials", "overlapping"),
+    ("trial end < start", set_rows("trials", [0.5, 2.5], [2.0, 2.4]), "trials", "end < start"),
+    (
+        "overlapping reach periods",
+        set_rows("movement_phases/reach_period", [1.0, 1.2], [1.5, 3.5]),
+        "movement_phases/reach_period",
+        "overlapping",
+    ),
+    (
+        "unsorted outliers",
+        set_rows("cursor_outlier_segments", [5.0, 1.2], [5.5, 1.3]),
+        "cursor_outlier_segments",
+        "not sorted",
+    ),
+    ("unsorted train domain", set_rows("train_domain", [2.5, 0.0], [4.0, 2.5]), "train_domain", "not sorted"),
+    ("overlapping valid domain", set_rows("valid_domain", [4.0, 4.5], [5.0, 6.0]), "valid_domain", "overlapping"),
+]
+
+# (case, edit of the open file, decoding target, field named in the message, words of the problem): a broken
+# behaviour series is skipped with a warning when the file is opened, and is an error once a run decodes it
+TARGET_CASES = [
+    ("behaviour rows", lambda f: replace(f, "cursor/vel", np.zeros((599, 2))), "cursor.vel", "cursor/vel", "599 rows"),
+    ("regular rows", lambda f: replace(f, "hand/vel", np.zeros((500, 2))), "hand.vel", "hand", "500 samples"),
+    (
+        "no sampling rate",
+        lambda f: f["hand"].attrs.__delitem__("sampling_rate"),
+        "hand.vel",
+        "hand.attrs[sampling_rate]",
+        "missing",
+    ),
 ]
 
 
@@ -155,6 +193,22 @@ def test_broken_field(tmp_path, valid_file, case, edit, field, words):
     with h5py.File(path, "r+") as f:
         edit(f)
     expect_error(path, field, words)
+
+
+@pytest.mark.parametrize("case, edit, target, field, words", TARGET_CASES, ids=[c[0] for c in TARGET_CASES])
+def test_broken_target(tmp_path, valid_file, case, edit, target, field, words):
+    path = tmp_path / "broken.h5"
+    shutil.copy(valid_file, path)
+    with h5py.File(path, "r+") as f:
+        edit(f)
+    before = snapshot(path)
+    with pytest.warns(UserWarning, match=field.split(".")[0]):
+        rec = open_recording(path)
+    with pytest.raises(DataError) as info:
+        QueryTable.from_recording(rec, TokenizerConfig(target=target))
+    message = str(info.value)
+    assert info.value.field == field and str(path) in message and words in message and "Fix:" in message, message
+    assert snapshot(path) == before
 
 
 def test_valid_file_opens_and_stays_untouched(valid_file):
@@ -185,32 +239,3 @@ def test_writer_rejects_bad_recording_and_writes_nothing(tmp_path):
     with pytest.raises(DataError, match="behaviour\\['cursor'\\].values\\['vel'\\]"):
         write_recording(tmp_path / "out.h5", rec)
     assert os.listdir(tmp_path) == []
-
-
-def nwb_file(path, spike_times, index):
-    """A minimal NWB-shaped file: only the units table the importer reads."""
-    with h5py.File(path, "w") as f:
-        f["units/id"] = np.arange(len(index))
-        f["units/spike_times"] = spike_times
-        f["units/spike_times_index"] = index
-
-
-@pytest.mark.parametrize(
-    "spike_times, index, field, words",
-    [
-        (np.array([0.1, np.nan, 0.3]), np.array([2, 3]), "units/spike_times", "NaN"),
-        (np.array([0.1, 0.2, 0.3]), np.array([2, 5]), "units/spike_times_index", "not at 3 spikes"),
-        (np.array([0.1, 0.2, 0.3]), np.array([2, 1]), "units/spike_times_index", "shape"),
-        (np.zeros(0), np.array([0, 0]), "units/spike_times", "no spikes"),
-    ],
-)
-def test_bad_nwb_units(tmp_path, spike_times, index, field, words):
-    from data_pipeline.nwb_import import read_nwb
-
-    path = tmp_path / "bad.nwb"
-    nwb_file(path, spike_times, index)
-    before = snapshot(path)
-    with pytest.raises(DataError, match=words) as info:
-        read_nwb(path, brainset_id="b")
-    assert info.value.field == field and str(path) in str(info.value)
-    assert snapshot(path) == before

@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 
 from data_pipeline import nwb_import
+from data_pipeline.errors import DataError
 from data_pipeline.recording import Intervals
 from data_pipeline.store_reader import open_recording
 
 UNIT_IDS = [3, 11, 42, 7, 100]
 
 
-def make_source(seed: int = 0, n_trials: int = 20, overlapping: bool = True) -> dict:
+def make_source(seed: int = 0, n_trials: int = 20, overlapping: bool = False) -> dict:
     rng = np.random.default_rng(seed)
     spikes = {u: np.sort(rng.uniform(0.5, 40.0, rng.integers(0, 300))) for u in UNIT_IDS}
     spikes[42] = np.zeros(0)  # a unit that never fired
@@ -41,7 +42,7 @@ def make_source(seed: int = 0, n_trials: int = 20, overlapping: bool = True) -> 
     )
 
 
-def write_nwb(path, src: dict, *, trials: bool = True) -> None:
+def write_nwb(path, src: dict, *, trials: bool = True, split: np.ndarray | None = None) -> None:
     from pynwb import NWBHDF5IO, NWBFile, TimeSeries
     from pynwb.behavior import Position
     from pynwb.file import Subject
@@ -59,13 +60,17 @@ def write_nwb(path, src: dict, *, trials: bool = True) -> None:
         nwb.add_trial_column("target", "reach target")
         nwb.add_trial_column("cond", "condition label")
         nwb.add_trial_column("go_cue_time", "go cue")
+        if split is not None:
+            nwb.add_trial_column("split", "NLB split")
         for i in range(len(src["starts"])):
+            extra = {} if split is None else {"split": split[i]}
             nwb.add_trial(
                 start_time=src["starts"][i],
                 stop_time=src["stops"][i],
                 target=src["target"][i],
                 cond=src["cond"][i],
                 go_cue_time=src["go"][i],
+                **extra,
             )
     module = nwb.create_processing_module("behavior", "processed behaviour")
     position = Position(name="Position")
@@ -146,15 +151,45 @@ def test_splits_give_whole_trials_to_valid_and_test(tmp_path):
 
 
 @pytest.mark.parametrize("overlapping", [False, True])
-def test_splits_are_disjoint_and_cover_the_session(tmp_path, overlapping):
+def test_splits_are_disjoint_and_cover_the_session(overlapping):
     src = make_source(seed=1, n_trials=30, overlapping=overlapping)
-    write_nwb(tmp_path / "s.nwb", src)
-    rec = nwb_import.read_nwb(tmp_path / "s.nwb", brainset_id="b", fractions=(0.6, 0.2, 0.2), seed=3)
-    train, valid, test = (rec.splits[k] for k in ("train", "valid", "test"))
+    domain = Intervals(np.array([0.0]), np.array([41.0]))
+    trials = Intervals(src["starts"], src["stops"])
+    splits = nwb_import.make_splits(domain, trials, (0.6, 0.2, 0.2), seed=3)
+    train, valid, test = (splits[k] for k in ("train", "valid", "test"))
     assert overlap(train, valid) == overlap(train, test) == overlap(valid, test) == 0.0
     total = train.total_duration() + valid.total_duration() + test.total_duration()
-    np.testing.assert_allclose(total, rec.domain.total_duration(), rtol=1e-12)
+    np.testing.assert_allclose(total, domain.total_duration(), rtol=1e-12)
     assert len(test) > 0 and len(valid) > 0
+
+
+def test_nlb_split_column_gives_val_trials_to_test_and_every_tenth_train_trial_to_valid(tmp_path):
+    src = make_source(seed=5, n_trials=40, overlapping=False)
+    labels = np.where(np.random.default_rng(9).uniform(size=40) < 0.25, "val", "train")
+    write_nwb(tmp_path / "s.nwb", src, split=labels)
+    rec = nwb_import.read_nwb(tmp_path / "s.nwb", brainset_id="nlb", fractions=(0.4, 0.3, 0.3), seed=1)
+    starts, stops = src["starts"], src["stops"]  # already in time order
+    is_val = labels == "val"
+    train_rank = np.cumsum(~is_val) - 1  # position of each train trial among the train trials
+    to_valid = ~is_val & (train_rank % 10 == 0)
+    to_train = ~is_val & ~to_valid
+    assert to_valid.sum() == 3 and is_val.sum() > 5
+    for split, chosen in (("test", is_val), ("valid", to_valid), ("train", to_train)):
+        got = inside(rec.splits[split], starts, stops)
+        np.testing.assert_array_equal(got, chosen, err_msg=split)
+    np.testing.assert_allclose(rec.splits["test"].total_duration(), np.sum((stops - starts)[is_val]), rtol=1e-12)
+    np.testing.assert_allclose(rec.splits["valid"].total_duration(), np.sum((stops - starts)[to_valid]), rtol=1e-12)
+    total = sum(rec.splits[k].total_duration() for k in ("train", "valid", "test"))
+    np.testing.assert_allclose(total, rec.domain.total_duration(), rtol=1e-12)
+    np.testing.assert_array_equal(rec.intervals["trials"].columns["split"], labels)
+
+
+def test_overlapping_trials_are_refused(tmp_path):
+    src = make_source(seed=1, n_trials=30, overlapping=True)
+    write_nwb(tmp_path / "s.nwb", src)
+    with pytest.raises(DataError, match="overlapping") as info:
+        nwb_import.read_nwb(tmp_path / "s.nwb", brainset_id="b")
+    assert info.value.field == "intervals/trials" and str(tmp_path / "s.nwb") in str(info.value)
 
 
 def test_without_trials_splits_time_into_blocks(tmp_path):
