@@ -44,8 +44,11 @@ def summary(rec: Recording, out: str) -> str:
 
 def channel_range(text: str) -> range:
     """``"a:b"`` as ``range(a, b)``."""
-    start, stop = text.split(":")
-    return range(int(start), int(stop))
+    try:
+        start, stop = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise ValueError(f"--channels={text}: pass start:stop, e.g. 0:128") from None
+    return range(start, stop)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -88,12 +91,7 @@ def read(args: argparse.Namespace) -> Recording:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line entry point (see the module docstring)."""
-    root = parser()
-    args = root.parse_args(argv)
-    try:
-        channel_range(getattr(args, "channels", "0:1"))
-    except ValueError:
-        root.error("--channels takes start:stop, e.g. 0:128")
+    args = parser().parse_args(argv)
     try:
         rec = read(args)
         write_recording(args.out, rec, overwrite=args.overwrite)

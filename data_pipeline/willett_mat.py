@@ -21,13 +21,15 @@ from data_pipeline.binning import counts_to_spikes
 from data_pipeline.errors import DataError
 from data_pipeline.recording import Intervals, Recording, TimeSeries
 
-MAT_FIX = "pass the file as published (MATLAB v5, readable by scipy.io.loadmat)"
+MAT_FIX = "pass the file as published (MATLAB v5, readable by scipy.io.loadmat; re-save v7.3 files with -v7)"
 SERIES = "binned"  # behaviour name of the normalised features
 VALUES = "normalised"
 
 
 def mat_names(path: Path) -> set[str]:
     """The variable names stored in a MATLAB v5 file (headers only; nothing is loaded)."""
+    if not path.is_file():
+        raise DataError(path, "<file>", "does not exist", "check the path")
     try:
         return {name for name, _, _ in scipy.io.whosmat(path)}
     except (OSError, ValueError, TypeError, NotImplementedError, MatReadError) as e:
