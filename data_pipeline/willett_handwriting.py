@@ -64,7 +64,7 @@ def cube_rows(path: Path, cues: list[str], cubes: dict[str, np.ndarray]) -> tupl
     for i, cue in enumerate(cues):
         if cue in SKIPPED:
             continue
-        if cue not in CUE_NAMES or cue not in cubes:
+        if cue not in cubes:  # cubes hold only known characters
             raise DataError(path, f"{CUBE}{cue}", f"is missing (trial {i} of characterCues is '{cue}')", MAT_FIX)
         kept.append(i)
         rows.append(seen[cue])

@@ -136,16 +136,13 @@ def read_file(
             raise DataError(path, f"{features[-1]}[{i}]", f"sentence {i} has different lengths {lengths}", MAT_FIX)
         parts = [cells[f][i][:, channels] for f in features]
         raw.append(np.concatenate(parts, axis=1).astype(np.float64))
-        counts.append(
-            np.concatenate(
-                [
-                    check_counts(path, f"{f}[{i}]", x) if f in COUNT_FEATURES else np.zeros(x.shape, np.int64)
-                    for f, x in zip(features, parts, strict=True)
-                ],
-                axis=1,
-            )
-        )
+        counts.append(np.concatenate([spike_counts(path, f"{f}[{i}]", cells[f][i][:, channels]) for f in features], 1))
     return raw, counts, texts, blocks
+
+
+def spike_counts(path: Path, field: str, x: np.ndarray) -> np.ndarray:
+    """Threshold crossings as i8 counts; spike-band power, not a count, as zeros (it has no spikes)."""
+    return check_counts(path, field, x) if field.startswith(COUNT_FEATURES) else np.zeros(x.shape, np.int64)
 
 
 def zscore_blocks(raw: list[np.ndarray], blocks: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
@@ -201,9 +198,10 @@ class SpeechFile:
 
 def load_file(path: Path, features: Sequence[str], channels: np.ndarray, split: str | None) -> SpeechFile:
     """Read and z-score one file (:func:`read_file`, :func:`zscore_blocks`) and find its split."""
+    code = split_of(path, split)
     raw, counts, texts, blocks = read_file(path, features, channels)
     normalised, mean, std = zscore_blocks(raw, blocks)
-    return SpeechFile(counts, normalised, texts, blocks, mean, std, split_of(path, split))
+    return SpeechFile(counts, normalised, texts, blocks, mean, std, code)
 
 
 def read_speech(
