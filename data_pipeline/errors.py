@@ -1,14 +1,16 @@
 """Data errors and the cheap vectorised checks that raise them.
 
 Every problem with a user's file is reported as one :class:`DataError` that names the file, the field inside it and
-what to do about it. The checks here are O(n) numpy passes run once, when a file is opened or a recording is
-written; slicing never re-checks.
+what to do about it; a problem in a field the run can do without is a :class:`DataWarning` in the same words, and
+the field is skipped (docs/data.md lists which is which). The checks here are O(n) numpy passes run once, when a
+file is opened or a recording is written; slicing never re-checks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator
 
 import h5py
@@ -109,32 +111,75 @@ def check_same_length(path: str | os.PathLike, field: str, values: np.ndarray, l
         )
 
 
-def check_intervals(path: str | os.PathLike, field: str, start: np.ndarray, end: np.ndarray) -> None:
-    """Require matching finite float ``start``/``end`` vectors with ``end >= start``."""
-    fix = f"store '{field}/start' and '{field}/end' as equal-length float64 seconds with end >= start"
-    check_float_vector(path, f"{field}/start", start, fix=fix)
-    check_float_vector(path, f"{field}/end", end, fix=fix)
-    check_same_length(path, f"{field}/end", end, len(start), f"{field}/start")
+def check_intervals(
+    path: str | os.PathLike,
+    field: str,
+    start: np.ndarray,
+    end: np.ndarray,
+    *,
+    names: tuple[str, str] = ("start", "end"),
+) -> None:
+    """Require matching finite float ``start``/``end`` vectors with ``end >= start``.
+
+    Args:
+      path: the file being read or written (for the message).
+      field: the interval set; its columns are named ``field/<name>``.
+      start, end: [i] the interval bounds.
+      names: what the file calls the two columns (NWB: ``start_time``/``stop_time``).
+    """
+    lo, hi = names
+    fix = f"store '{field}/{lo}' and '{field}/{hi}' as equal-length float64 seconds with {hi} >= {lo}"
+    check_float_vector(path, f"{field}/{lo}", start, fix=fix)
+    check_float_vector(path, f"{field}/{hi}", end, fix=fix)
+    check_same_length(path, f"{field}/{hi}", end, len(start), f"{field}/{lo}")
     back = np.flatnonzero(end < start)
     if back.size:
         i = int(back[0])
         raise DataError(
             path,
             field,
-            f"has {back.size} intervals with end < start (first: [{float(start[i])}, {float(end[i])}])",
+            f"has {back.size} intervals with {hi} < {lo} (first: [{float(start[i])}, {float(end[i])}])",
             fix,
         )
 
 
 def check_disjoint(path: str | os.PathLike, field: str, start: np.ndarray, end: np.ndarray) -> None:
-    """Require sorted, non-overlapping intervals (domains must be, for membership tests by bisection)."""
+    """Require sorted, non-overlapping intervals (interval sets are searched by bisection; touching is fine)."""
     overlap = np.flatnonzero(start[1:] < end[:-1])
     if overlap.size:
         i = int(overlap[0])
         raise DataError(
             path,
             field,
-            f"has overlapping intervals [{float(start[i])}, {float(end[i])}) and "
+            f"has {overlap.size} overlapping intervals, first [{float(start[i])}, {float(end[i])}) and "
             f"[{float(start[i + 1])}, {float(end[i + 1])})",
-            "merge overlapping intervals: a domain is a set of disjoint time spans",
+            "merge or trim the overlapping rows so that each interval ends at or before the next one starts",
         )
+
+
+def check_rows_in_order(path: str | os.PathLike, field: str, start: np.ndarray, end: np.ndarray) -> None:
+    """Require intervals stored sorted by start and non-overlapping, as every interval set a run uses must be."""
+    back = np.flatnonzero(start[1:] < start[:-1])
+    if back.size:
+        i = int(back[0])
+        raise DataError(
+            path,
+            field,
+            f"is not sorted by start: row {i + 1} starts at {float(start[i + 1])}, before row {i} ({float(start[i])})",
+            "store the rows sorted by start time (temporaldata: Interval.sort())",
+        )
+    check_disjoint(path, field, start, end)
+
+
+class DataWarning(UserWarning):
+    """A field of a data file is unusable but not needed, so it is skipped (see :func:`warn_skipped`)."""
+
+
+def warn_skipped(error: DataError) -> None:
+    """Warn that the field of ``error`` is skipped: the run goes on without it."""
+    warnings.warn(
+        f"{error.path}: field '{error.field}': {error.problem}; skipped (only a run that uses it stops on it). "
+        f"Fix: {error.fix}.",
+        DataWarning,
+        stacklevel=3,
+    )

@@ -1,8 +1,9 @@
 """In-memory recording: what the synthetic generators build, the store writer writes and the reader returns.
 
-A :class:`Recording` mirrors one brainsets/temporaldata session file (SPEC 3.1). The store reader returns a lazy
-object with the same attributes whose ``spikes`` are read on demand through :meth:`Recording.spikes_between`;
-everything downstream (windows, tokenization, calibration) only uses the attributes and methods defined here.
+A :class:`Recording` mirrors one brainsets/temporaldata session file (layout: docs/data.md). The store reader
+returns a lazy object with the same attributes whose ``spikes`` are read on demand through
+:meth:`Recording.spikes_between`; everything downstream (windows, tokenization, calibration) only uses the attributes
+and methods defined here.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
+from data_pipeline.errors import DataError
 
 
 @dataclasses.dataclass
@@ -50,11 +53,40 @@ class TimeSeries:
 
 
 class SessionKeys:
-    """Vocabulary keys derived from ``brainset_id``, ``session_id`` and ``unit_ids`` (shared by recording types)."""
+    """What both recording types share: vocabulary keys, the source file and the checked lookup of a target.
+
+    Keys derive from ``brainset_id``, ``session_id`` and ``unit_ids``; ``skipped`` holds the errors of file fields
+    that were skipped when the file was opened, raised again if a run asks for them.
+    """
 
     brainset_id: str
     session_id: str
     unit_ids: np.ndarray
+    behaviour: dict[str, TimeSeries]
+    path: object
+    skipped: dict[str, DataError]
+
+    @property
+    def source(self) -> str:
+        """The file the recording was read from, or ``<in memory: brainset/session>`` for one built in memory."""
+        return str(self.path) if self.path else f"<in memory: {self.session_key}>"
+
+    def target_series(self, name: str, field: str) -> TimeSeries:
+        """Behaviour series ``name``, which must hold value ``field``: what a run decodes.
+
+        Raises:
+          DataError: naming the file and field when the series or the field is missing, or was skipped as unusable
+            when the file was opened (that error is raised again).
+        """
+        if name in self.skipped:
+            raise self.skipped[name]
+        fix = "add it to the session file or choose the target among those (config.tokenizer.target=<name>.<field>)"
+        if name not in self.behaviour:
+            raise DataError(self.source, name, f"is missing (behaviour here: {sorted(self.behaviour)})", fix)
+        series = self.behaviour[name]
+        if field not in series.values:
+            raise DataError(self.source, f"{name}/{field}", f"is missing ('{name}' has {sorted(series.values)})", fix)
+        return series
 
     @property
     def session_key(self) -> str:
@@ -80,6 +112,8 @@ class Recording(SessionKeys):
       behaviour: named behaviour series, e.g. ``cursor`` with ``pos``/``vel``/``acc``.
       intervals: named interval sets: ``trials``, ``movement_phases/reach_period``, ``cursor_outlier_segments``...
       truth: generator ground truth (latents, rates, tuning), empty for real data.
+      path: the file the recording was read from, None if it was built in memory.
+      skipped: errors of the file's fields skipped as unusable when it was read, by field.
     """
 
     brainset_id: str
@@ -93,6 +127,8 @@ class Recording(SessionKeys):
     behaviour: dict[str, TimeSeries]
     intervals: dict[str, Intervals] = dataclasses.field(default_factory=dict)
     truth: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    path: str | None = None
+    skipped: dict[str, DataError] = dataclasses.field(default_factory=dict)
 
     def spikes_between(self, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray]:
         """Spikes with ``t0 <= t < t1``: (times f8 [k], unit rows i8 [k])."""

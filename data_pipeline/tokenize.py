@@ -142,16 +142,12 @@ class QueryTable:
         """Reads ``cfg.target`` from the recording's behaviour.
 
         Raises:
-          ValueError: naming the session and field if the behaviour or field is missing, if values and timestamps
-            differ in length, or if timestamps are not sorted.
+          DataError: naming the file and field if the behaviour or field is missing or unusable.
+          ValueError: naming the file if values and timestamps differ in length, or if timestamps are not sorted.
         """
         name, field = cfg.target.split(".")
-        where = f"{recording.session_key}: behaviour {name!r}"
-        if name not in recording.behaviour:
-            raise ValueError(f"target: {where} not found (have {sorted(recording.behaviour)}); set cfg.target")
-        series = recording.behaviour[name]
-        if field not in series.values:
-            raise ValueError(f"target: {where} has no field {field!r} (have {sorted(series.values)})")
+        series = recording.target_series(name, field)
+        where = f"{recording.source}: behaviour {name!r}"
         times = np.asarray(series.timestamps, dtype=np.float64)
         values = np.asarray(series.values[field], dtype=np.float64)
         values = values.reshape(len(values), -1)
