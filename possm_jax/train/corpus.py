@@ -37,7 +37,8 @@ def load_corpus(data_dir: str, synthetic: str = "tiny", seed: int = 0) -> list[S
     """Sessions of ``data_dir`` (``.h5`` files, read lazily) or, if ``data_dir`` is empty, of a synthetic preset.
 
     Raises:
-        DataError: ``data_dir`` is missing or holds no session files.
+        DataError: ``data_dir`` is missing, holds no session files, an unusable one, or two files of one session
+          (same ``brainset/session`` id: their units would merge).
     """
     if not data_dir:
         return [Session(rec, spec.heldout) for spec, rec in generate(get_synth_preset(synthetic), seed)]
