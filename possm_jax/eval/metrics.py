@@ -1,4 +1,5 @@
-"""Evaluation metrics (SPEC 6): R² per session, classification accuracy, phoneme error rate with CTC greedy decoding.
+"""Evaluation metrics: R² per session, classification accuracy (top-k, confusion matrix), phoneme error rate with
+CTC greedy decoding or prefix beam search.
 
 R² of a session is computed over *all* scored samples of that session concatenated (not averaged per trial): per
 output dimension ``1 − SSE/SST`` with SST around the session mean, then the uniform mean over dimensions.
@@ -6,6 +7,7 @@ output dimension ``1 − SSE/SST`` with SST around the session mean, then the un
 without keeping predictions around. Sessions are then summarised as mean ± sd (population sd, ``ddof=0``).
 """
 
+from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -98,6 +100,33 @@ def accuracy(pred_labels: np.ndarray, labels: np.ndarray, mask: np.ndarray | Non
     return float(correct.mean())
 
 
+def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Fraction of samples whose label is among the ``k`` highest scores (ties broken by class index).
+
+    Args:
+        scores: [n, c] class scores (logits or log-probabilities).
+        labels: [n] int labels.
+        k: how many top classes count as a hit.
+    """
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    if scores.ndim != 2 or labels.shape != scores.shape[:1]:
+        raise ValueError(f"scores must be [n, c] and labels [n]; got {scores.shape} and {labels.shape}")
+    if len(labels) == 0:
+        raise ValueError("top_k_accuracy: no samples")
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+
+
+def confusion_matrix(pred_labels: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """[c, c] int64 counts: row = true class, column = predicted class."""
+    pred_labels, labels = np.asarray(pred_labels, np.int64), np.asarray(labels, np.int64)
+    if pred_labels.shape != labels.shape:
+        raise ValueError(f"pred_labels {pred_labels.shape} and labels {labels.shape} must have the same shape")
+    out = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(out, (labels, pred_labels), 1)
+    return out
+
+
 def ctc_greedy_decode(logits: np.ndarray, mask: np.ndarray | None = None, blank_id: int = 0) -> list[int]:
     """Best path: argmax per step, merge repeats, drop blanks. logits: [t, k]; mask: [t] True for real steps."""
     path = np.asarray(logits).argmax(-1)
@@ -129,3 +158,46 @@ def phoneme_error_rate(refs: Sequence[Sequence[Hashable]], hyps: Sequence[Sequen
     if total == 0:
         raise ValueError("phoneme_error_rate: references are empty")
     return sum(edit_distance(r, h) for r, h in zip(refs, hyps, strict=True)) / total
+
+
+def _log_add(*xs: float) -> float:
+    m = max(xs)
+    return m if m == -np.inf else m + float(np.log(sum(np.exp(x - m) for x in xs)))
+
+
+def ctc_prefix_beam_search(
+    log_probs: np.ndarray, beam_width: int = 8, mask: np.ndarray | None = None, blank_id: int = 0
+) -> list[int]:
+    """The most probable label sequence under CTC, by prefix beam search (no language model).
+
+    Each prefix keeps two log-probabilities: of the paths that end in a blank and of those that end in its last
+    label. A label equal to the prefix's last one extends the prefix only after a blank; otherwise it merges into it.
+
+    Args:
+        log_probs: [t, k] per-step log-probabilities (log-softmax of the logits).
+        beam_width: prefixes kept per step.
+        mask: [t] True for real steps.
+        blank_id: the blank class.
+
+    Returns:
+        The best prefix as a list of class ids.
+    """
+    lp = np.asarray(log_probs, np.float64)
+    if mask is not None:
+        lp = lp[np.asarray(mask, bool)]
+    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -np.inf)}
+    for step in lp:
+        nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-np.inf, -np.inf])
+        for prefix, (p_blank, p_label) in beams.items():
+            total = _log_add(p_blank, p_label)
+            for c, p in enumerate(step.tolist()):
+                if c == blank_id:
+                    nxt[prefix][0] = _log_add(nxt[prefix][0], total + p)
+                elif prefix and c == prefix[-1]:
+                    nxt[prefix][1] = _log_add(nxt[prefix][1], p_label + p)  # the repeat merges
+                    nxt[prefix + (c,)][1] = _log_add(nxt[prefix + (c,)][1], p_blank + p)  # a new label after a blank
+                else:
+                    nxt[prefix + (c,)][1] = _log_add(nxt[prefix + (c,)][1], total + p)
+        ranked = sorted(nxt.items(), key=lambda kv: -_log_add(*kv[1]))[:beam_width]
+        beams = {prefix: (pb, pl) for prefix, (pb, pl) in ranked}
+    return list(max(beams.items(), key=lambda kv: _log_add(*kv[1]))[0])

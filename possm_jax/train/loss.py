@@ -9,7 +9,8 @@ and the loss is the sum over tasks. A task with no weighted query in the batch c
 
 Classification tasks (handwriting) store the class index in ``target[..., 0]`` and use the same weighting with
 cross-entropy in place of the squared error. CTC tasks (speech) have label sequences, not per-query targets, so
-:func:`ctc_loss` takes them explicitly.
+:func:`ctc_loss` takes them explicitly. :func:`weighted_poisson_nll` scores predicted log-rates against counts (the
+speech task's reconstruction phase, :mod:`possm_jax.tasks.speech`).
 """
 
 from collections.abc import Mapping, Sequence
@@ -48,6 +49,26 @@ def weighted_cross_entropy(logits: Array, labels: Array, weight: Array) -> Array
     """``Σ w·CE(logits, label) / Σ w``. logits: [b, q, k]; labels: [b, q] int; weight: [b, q]."""
     ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels.astype(jnp.int32))
     return _weighted_mean(ce, weight)
+
+
+MAX_LOG_RATE = 8.0
+"""Log-rates are clipped here (e^8 ≈ 3000 counts per bin) so one wild output cannot overflow ``exp``."""
+
+
+def weighted_poisson_nll(log_rate: Array, counts: Array, weight: Array) -> Array:
+    """``Σ_q w_q · mean_k(exp(r) − y·r) / Σ w``: Poisson negative log-likelihood without the ``log y!`` constant.
+
+    Args:
+        log_rate: [b, q, k] predicted log expected counts per channel.
+        counts: [b, q, k] observed counts.
+        weight: [b, q] loss weights.
+
+    Returns:
+        Scalar loss (0 if every weight is 0).
+    """
+    r = jnp.minimum(log_rate.astype(jnp.float32), MAX_LOG_RATE)
+    nll = jnp.exp(r) - counts.astype(jnp.float32) * r
+    return _weighted_mean(jnp.mean(nll, axis=-1), weight)
 
 
 def multitask_loss(
