@@ -1,6 +1,6 @@
 """Convert an NWB file (DANDI and friends) into a session store file, with plain h5py (no pynwb at runtime).
 
-What is read (SPEC 3.1):
+What is read (the mapping is described for users in docs/data.md):
   * ``units/spike_times`` with ``units/spike_times_index`` (cumulative end offsets, one per unit) and ``units/id``;
   * every table under ``intervals/`` (``trials``, ``epochs``...) with ``start_time``/``stop_time`` and its 1-D
     numeric or string columns;
@@ -13,8 +13,13 @@ NLB's ``hand_pos``/``hand_vel`` land in one ``hand`` series; a name without ``_`
 would share a behaviour name but not their timestamps keep their own full name. ``rename`` overrides the rule per
 series: ``{"Position/cursor": "cursor/pos"}``.
 
-Splits: whole trials go to ``valid``/``test`` (deterministic per ``seed``), the rest of the session to ``train``;
-without trials the session is cut in time into consecutive train/valid/test blocks.
+Splits (:mod:`data_pipeline.splits`): trials labelled by a ``split`` column (NLB / DANDI files) keep their labels,
+``val`` trials to test and every 10th ``train`` trial to valid; otherwise whole trials go to ``valid``/``test``
+(deterministic per ``seed``), the rest of the session to ``train``; without trials the session is cut in time into
+consecutive train/valid/test blocks.
+
+Every defect (unsorted spike times within a unit, NaN times, overlapping trials, behaviour data and timestamps of
+different lengths...) is one :class:`~data_pipeline.errors.DataError` naming the NWB file and field.
 
 CLI: ``python -m data_pipeline.nwb_import IN.nwb OUT.h5 --brainset=NAME [--session=ID] [--split=0.7,0.1,0.2]``.
 """
@@ -34,7 +39,8 @@ import numpy as np
 from data_pipeline import errors
 from data_pipeline.errors import DataError
 from data_pipeline.recording import Intervals, Recording, TimeSeries
-from data_pipeline.store_reader import as_text_array
+from data_pipeline.splits import SPLIT_LABELS, make_splits, splits_from_labels
+from data_pipeline.store_parser import as_text_array, is_checked_interval_set
 from data_pipeline.store_writer import write_recording
 
 _NWB_FIX = "pass an NWB 2.x file written by pynwb/MatNWB"
@@ -61,30 +67,56 @@ def _spikes(path: Path, file: h5py.File) -> tuple[np.ndarray, np.ndarray, np.nda
         raise DataError(path, "units/id", "has duplicate unit ids", "give every unit a unique id")
     counts = np.diff(ends.astype(np.int64), prepend=0)
     rows = np.repeat(np.arange(len(ids), dtype=np.int64), counts)
+    _check_sorted_per_unit(path, ids, times, rows)
     order = np.argsort(times, kind="stable")  # NWB stores spikes unit by unit; we store them in time order
     return ids, times[order].astype(np.float64), rows[order]
 
 
+def _check_sorted_per_unit(path: Path, ids: np.ndarray, times: np.ndarray, rows: np.ndarray) -> None:
+    """Require each unit's spike times ``times[rows == u]`` (stored contiguously, unit by unit) to be increasing."""
+    drops = np.flatnonzero((np.diff(times) < 0) & (rows[1:] == rows[:-1]))
+    if drops.size:
+        i = int(drops[0])
+        raise DataError(
+            path,
+            "units/spike_times",
+            f"is not sorted within unit '{ids[rows[i]]}' ({float(times[i + 1])!r} after {float(times[i])!r} at "
+            f"index {i + 1}; {drops.size} such steps in all)",
+            "store each unit's spike times in increasing order",
+        )
+
+
 def _table(path: Path, table: h5py.Group, field: str) -> Intervals:
-    """An NWB TimeIntervals table as Intervals with its 1-D numeric/string columns (ragged ones skipped)."""
+    """An NWB TimeIntervals table as Intervals sorted by start, with its 1-D numeric/string columns.
+
+    Ragged, multi-dimensional and reference columns are not carried over; a 1-D column of the wrong length is skipped
+    with a warning. The interval sets a run uses (trials...) must not overlap.
+    """
     with errors.reading(path, field):
         start = table["start_time"][()]
-        end = table["stop_time"][()]
-    errors.check_intervals(path, field, start, end)
+        end = table["stop_time"][()] if "stop_time" in table else None
+    if end is None:
+        raise DataError(path, f"{field}/stop_time", "is missing", "give every interval a stop_time")
+    errors.check_intervals(path, field, start, end, names=("start_time", "stop_time"))
     columns = {}
     for key, node in table.items():
         ragged = f"{key}_index" in table or key.endswith("_index")
         if key in ("id", "start_time", "stop_time") or ragged or not isinstance(node, h5py.Dataset):
             continue
         text = h5py.check_string_dtype(node.dtype) is not None or node.dtype.kind == "S"
-        if node.shape != start.shape or not (text or node.dtype.kind in "fiub"):
+        if node.ndim != 1 or not (text or node.dtype.kind in "fiub"):
             continue  # references, compound and multi-dimensional columns are not carried over
+        if node.shape != start.shape:
+            problem = f"has {node.shape[0]} rows but '{field}/start_time' has {len(start)}"
+            errors.warn_skipped(DataError(path, f"{field}/{key}", problem, "write one value per interval"))
+            continue
         with errors.reading(path, f"{field}/{key}"):
             columns[key] = as_text_array(node[()]) if text else node[()]
     order = np.argsort(start, kind="stable")
-    return Intervals(
-        start[order].astype(np.float64), end[order].astype(np.float64), {k: v[order] for k, v in columns.items()}
-    )
+    start, end = start[order].astype(np.float64), end[order].astype(np.float64)
+    if is_checked_interval_set(field.removeprefix("intervals/")):
+        errors.check_disjoint(path, field, start, end)
+    return Intervals(start, end, {k: v[order] for k, v in columns.items()})
 
 
 def _series_groups(module: h5py.Group) -> dict[str, h5py.Group]:
@@ -101,25 +133,48 @@ def _series_groups(module: h5py.Group) -> dict[str, h5py.Group]:
 
 
 def _read_series(path: Path, group: h5py.Group, field: str) -> tuple[np.ndarray, np.ndarray, float | None]:
-    """(timestamps [t] f8, data [t, ...] in SI units, sampling rate or None) of one NWB TimeSeries."""
+    """(timestamps [t] f8, data [t, ...] in SI units, sampling rate or None) of one NWB TimeSeries.
+
+    NaN in the data is kept (tracking gaps); inf is an error.
+    """
     with errors.reading(path, field):
         data = group["data"][()]
         scale = float(group["data"].attrs.get("conversion", 1.0))
         shift = float(group["data"].attrs.get("offset", 0.0))
-        if "timestamps" in group:
+    if data.dtype.kind not in "fiub" or data.ndim == 0:
+        raise DataError(
+            path, f"{field}/data", f"has dtype {data.dtype}, shape {data.shape}", "store behaviour as numbers"
+        )
+    if "timestamps" in group:
+        with errors.reading(path, f"{field}/timestamps"):
             timestamps, rate = group["timestamps"][()], None
-        else:
-            rate = float(group["starting_time"].attrs["rate"])
-            timestamps = float(group["starting_time"][()]) + np.arange(len(data), dtype=np.float64) / rate
-    if data.dtype.kind not in "fiub":
-        raise DataError(path, f"{field}/data", f"has dtype {data.dtype}", "store behaviour as numbers")
-    fix = f"store '{field}/timestamps' as sorted finite float seconds"
-    errors.check_float_vector(path, f"{field}/timestamps", timestamps, fix=fix)
-    errors.check_sorted(path, f"{field}/timestamps", timestamps, fix=fix)
+        fix = f"store '{field}/timestamps' as sorted finite float seconds"
+        errors.check_float_vector(path, f"{field}/timestamps", timestamps, fix=fix)
+        errors.check_sorted(path, f"{field}/timestamps", timestamps, fix=fix)
+    else:
+        timestamps, rate = _rate_timestamps(path, group, field, len(data))
     errors.check_same_length(path, f"{field}/data", data, len(timestamps), f"{field}/timestamps")
+    if data.dtype.kind == "f" and np.isinf(data).any():
+        raise DataError(path, f"{field}/data", "holds inf values", "store missing samples as NaN")
     if scale != 1.0 or shift != 0.0:
         data = data * scale + shift
     return timestamps.astype(np.float64), data, rate
+
+
+def _rate_timestamps(path: Path, group: h5py.Group, field: str, n: int) -> tuple[np.ndarray, float]:
+    """Sample times ``starting_time + arange(n) / rate`` of a TimeSeries without timestamps, and the rate."""
+    name = f"{field}/starting_time"
+    with errors.reading(path, name):
+        node = group.get("starting_time")
+        if node is None:
+            raise DataError(path, f"{field}/timestamps", "is missing", "give the series timestamps or starting_time")
+        start = float(node[()])
+        rate = float(node.attrs["rate"]) if "rate" in node.attrs else np.nan
+    if not np.isfinite(start):
+        raise DataError(path, name, f"is {start}", "store the time of the first sample in seconds")
+    if not np.isfinite(rate) or rate <= 0:
+        raise DataError(path, f"{name}.attrs[rate]", f"is {rate}", "store the sampling rate in Hz (> 0)")
+    return start + np.arange(n, dtype=np.float64) / rate, rate
 
 
 @dataclasses.dataclass
@@ -173,66 +228,23 @@ def _behaviour(path: Path, file: h5py.File, rename: dict[str, str]) -> dict[str,
     return out
 
 
-def _merge(start: np.ndarray, end: np.ndarray) -> Intervals:
-    """Union of intervals [i] as sorted disjoint intervals."""
-    if len(start) == 0:
-        return Intervals(np.zeros(0), np.zeros(0))
-    order = np.argsort(start, kind="stable")
-    start, reach = start[order], np.maximum.accumulate(end[order])
-    first = np.flatnonzero(np.r_[True, start[1:] > reach[:-1]])
-    last = np.r_[first[1:] - 1, len(start) - 1]
-    return Intervals(start[first], reach[last])
-
-
-def _subtract(a: Intervals, b: Intervals) -> Intervals:
-    """``a`` minus ``b``, both sorted and disjoint."""
-    starts, ends = [], []
-    for s, e in zip(a.start, a.end, strict=True):
-        j0, j1 = np.searchsorted(b.end, s, side="right"), np.searchsorted(b.start, e, side="left")
-        cursor = s
-        for bs, be in zip(b.start[j0:j1], b.end[j0:j1], strict=True):
-            if bs > cursor:
-                starts.append(cursor)
-                ends.append(bs)
-            cursor = max(cursor, be)
-        if cursor < e:
-            starts.append(cursor)
-            ends.append(e)
-    return Intervals(np.array(starts, dtype=np.float64), np.array(ends, dtype=np.float64))
-
-
-def make_splits(
-    domain: Intervals, trials: Intervals | None, fractions: Sequence[float], seed: int
+def _splits(
+    path: Path, domain: Intervals, trials: Intervals | None, fractions: Sequence[float], seed: int
 ) -> dict[str, Intervals]:
-    """Train/valid/test domains: whole trials to valid/test, all remaining time to train.
-
-    Args:
-      domain: the session's domain.
-      trials: the trials, or None to cut ``domain`` in time into consecutive train/valid/test blocks.
-      fractions: (train, valid, test) shares of the trials (or of the time), summing to 1.
-      seed: which trials go where is a seeded permutation, so the same seed gives the same splits.
-    """
-    fractions = np.asarray(fractions, dtype=np.float64)
-    if fractions.shape != (3,) or np.any(fractions < 0) or not np.isclose(fractions.sum(), 1.0):
-        raise ValueError(
-            f"fractions={fractions.tolist()}: give three non-negative (train, valid, test) shares summing to 1"
+    """The trials' own labels when they carry a ``split`` column (NLB / DANDI), else :func:`make_splits`."""
+    if trials is None or "split" not in trials.columns:
+        return make_splits(domain, trials, fractions, seed)
+    labels = np.asarray(trials.columns["split"]).astype(str)
+    unknown = sorted(set(labels.tolist()) - set(SPLIT_LABELS))
+    if unknown:
+        raise DataError(
+            path,
+            "intervals/trials/split",
+            f"holds unknown labels {', '.join(map(repr, unknown))}",
+            f"label every trial one of {', '.join(SPLIT_LABELS)} (the NLB convention), or drop the column to draw "
+            "the splits at random",
         )
-    if trials is None or len(trials) == 0:
-        t0, t1 = domain.start[0], domain.end[-1]
-        cuts = t0 + np.cumsum(np.r_[0.0, fractions]) * (t1 - t0)
-        cuts[-1] = t1
-        # domain ∩ block = domain − (domain − block)
-        blocks = [
-            _subtract(domain, _subtract(domain, Intervals(cuts[i : i + 1], cuts[i + 1 : i + 2]))) for i in range(3)
-        ]
-        return dict(zip(("train", "valid", "test"), blocks, strict=True))
-    n = len(trials)
-    n_valid, n_test = int(round(n * fractions[1])), int(round(n * fractions[2]))
-    order = np.random.default_rng(seed).permutation(n)
-    test = _merge(trials.start[order[:n_test]], trials.end[order[:n_test]])
-    pick = order[n_test : n_test + n_valid]
-    valid = _subtract(_merge(trials.start[pick], trials.end[pick]), test)
-    return {"train": _subtract(_subtract(domain, valid), test), "valid": valid, "test": test}
+    return splits_from_labels(domain, trials, labels)
 
 
 def _identifier(file: h5py.File, key: str) -> str | None:
@@ -260,8 +272,9 @@ def read_nwb(
       brainset_id: the dataset the session belongs to (e.g. the DANDI set name).
       session_id: defaults to ``general/session_id`` in the file, else the file name.
       subject_id: defaults to ``general/subject/subject_id``, else ``"unknown"``.
-      fractions: (train, valid, test) shares of the trials; see :func:`make_splits`.
-      seed: seed of the trial assignment.
+      fractions: (train, valid, test) shares of the trials; see :func:`~data_pipeline.splits.make_splits`. Unused
+        when the trials carry a ``split`` column (see :func:`~data_pipeline.splits.splits_from_labels`).
+      seed: seed of the trial assignment (likewise unused then).
       rename: behaviour naming overrides, ``{"<series path or name>": "<behaviour>/<value>"}``.
 
     Raises:
@@ -293,7 +306,7 @@ def read_nwb(
         spike_times=times,
         spike_units=rows,
         domain=domain,
-        splits=make_splits(domain, intervals.get("trials"), fractions, seed),
+        splits=_splits(path, domain, intervals.get("trials"), fractions, seed),
         behaviour=behaviour,
         intervals=intervals,
     )
@@ -326,7 +339,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--brainset", required=True, help="dataset name, first part of every unit key")
     parser.add_argument("--session", default=None, help="session id (default: from the file)")
     parser.add_argument("--subject", default=None, help="subject id (default: from the file)")
-    parser.add_argument("--split", default="0.7,0.1,0.2", help="train,valid,test shares of the trials")
+    parser.add_argument(
+        "--split",
+        default="0.7,0.1,0.2",
+        help="train,valid,test shares of the trials (unless they carry a split column)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the trial split")
     parser.add_argument(
         "--rename", action="append", default=[], metavar="SERIES=NAME/VALUE", help="behaviour naming override"
