@@ -20,6 +20,7 @@ import numpy as np
 from data_pipeline import errors
 from data_pipeline.errors import DataError
 from data_pipeline.recording import Intervals, Recording, TimeSeries
+from data_pipeline.store_parser import is_checked_interval_set
 
 
 def _validate(path: Path, rec: Recording) -> None:
@@ -36,13 +37,14 @@ def _validate(path: Path, rec: Recording) -> None:
     errors.check_same_length(path, "recording.spike_units", units, len(times), "recording.spike_times")
     errors.check_index_range(path, "recording.spike_units", units, len(ids), fix=fix)
     sets = {"domain": rec.domain, **{f"splits[{k!r}]": v for k, v in rec.splits.items()}}
+    checked = {*sets, *(f"intervals[{k!r}]" for k in rec.intervals if is_checked_interval_set(k))}
     for name, iv in {**sets, **{f"intervals[{k!r}]": v for k, v in rec.intervals.items()}}.items():
         field = f"recording.{name}"
         errors.check_intervals(path, field, np.asarray(iv.start), np.asarray(iv.end))
         for key, column in iv.columns.items():
             errors.check_same_length(path, f"{field}.columns[{key!r}]", np.asarray(column), len(iv), f"{field}.start")
-        if name in sets:
-            errors.check_disjoint(path, field, np.asarray(iv.start), np.asarray(iv.end))
+        if name in checked:  # what a run uses must be sorted and disjoint, as the reader requires
+            errors.check_rows_in_order(path, field, np.asarray(iv.start), np.asarray(iv.end))
     for name, series in rec.behaviour.items():
         field = f"recording.behaviour[{name!r}]"
         ts = np.asarray(series.timestamps)

@@ -239,3 +239,20 @@ def test_writer_rejects_bad_recording_and_writes_nothing(tmp_path):
     with pytest.raises(DataError, match="behaviour\\['cursor'\\].values\\['vel'\\]"):
         write_recording(tmp_path / "out.h5", rec)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "name, start, end, words",
+    [
+        ("trials", [2.5, 0.5], [4.0, 2.0], "not sorted"),
+        ("trials", [0.5, 2.5], [3.0, 4.0], "overlapping"),
+        ("movement_phases/reach_period", [1.0, 1.2], [1.5, 3.5], "overlapping"),
+    ],
+)
+def test_writer_refuses_interval_sets_the_reader_would_refuse(tmp_path, name, start, end, words):
+    rec = small_recording()
+    rec.intervals[name] = Intervals(np.array(start), np.array(end))
+    with pytest.raises(DataError, match=words) as info:
+        write_recording(tmp_path / "out.h5", rec)
+    assert info.value.field == f"recording.intervals[{name!r}]"
+    assert os.listdir(tmp_path) == []
