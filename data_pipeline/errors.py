@@ -151,7 +151,7 @@ def check_disjoint(path: str | os.PathLike, field: str, start: np.ndarray, end: 
         raise DataError(
             path,
             field,
-            f"has {overlap.size} overlapping intervals, first [{float(start[i])}, {float(end[i])}) and "
+            f"has overlapping intervals ({overlap.size} in all), first [{float(start[i])}, {float(end[i])}) and "
             f"[{float(start[i + 1])}, {float(end[i + 1])})",
             "merge or trim the overlapping rows so that each interval ends at or before the next one starts",
         )
