@@ -6,12 +6,13 @@ single-line message names the file, the NWB field and a fix; the intact file imp
 """
 
 import os
+import warnings
 
 import h5py
 import numpy as np
 import pytest
 
-from data_pipeline.errors import DataError
+from data_pipeline.errors import DataError, DataWarning
 from data_pipeline.nwb_import import read_nwb
 
 
@@ -49,7 +50,9 @@ def snapshot(path) -> tuple[bytes, int]:
 def test_valid_file_imports_every_value(tmp_path):
     src = valid_source()
     write_nwb(tmp_path / "ok.nwb", src)
-    rec = read_nwb(tmp_path / "ok.nwb", brainset_id="b")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        rec = read_nwb(tmp_path / "ok.nwb", brainset_id="b")
     got = list(zip(rec.unit_ids[rec.spike_units].tolist(), rec.spike_times.tolist(), strict=True))  # time order
     assert got == [("0", 0.1), ("7", 0.2), ("7", 0.3), ("0", 0.5), ("0", 0.9)]
     np.testing.assert_array_equal(rec.intervals["trials"].start, [0.0, 1.0])
@@ -166,3 +169,11 @@ def test_bad_sampling_rate(tmp_path, rate):
         read_nwb(path, brainset_id="b")
     assert info.value.field == "processing/behavior/hand_vel/starting_time.attrs[rate]", str(info.value)
     assert str(path) in str(info.value)
+
+
+def test_interval_column_of_wrong_length_is_skipped_with_a_warning(tmp_path):
+    path = tmp_path / "odd.nwb"
+    write_nwb(path, changed(intervals__trials__target=np.array([1, 2, 3])))
+    with pytest.warns(DataWarning, match="intervals/trials/target"):
+        rec = read_nwb(path, brainset_id="b")
+    assert "target" not in rec.intervals["trials"].columns
