@@ -36,6 +36,10 @@ class DataError(ValueError):
         self.fix = fix
         super().__init__(f"{self.path}: field '{field}': {problem}. Fix: {fix}.")
 
+    def __reduce__(self):
+        # pickled with recordings sent to data-loader workers; the default would call __init__(message) alone
+        return type(self), (self.path, self.field, self.problem, self.fix)
+
 
 @contextlib.contextmanager
 def reading(path: str | os.PathLike, field: str) -> Iterator[None]:

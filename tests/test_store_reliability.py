@@ -6,6 +6,7 @@ its session id with another file, then the reader loads what it can, warns about
 DataError naming the file(s) and the field for what the run needs.
 """
 
+import pickle
 import warnings
 
 import h5py
@@ -175,3 +176,18 @@ def test_two_files_with_one_session_id_are_refused(tmp_path):
         assert str(tmp_path / "day1.h5") in message and str(tmp_path / "day1_copy.h5") in message, message
     (tmp_path / "day1_copy.h5").unlink()
     assert [s.recording.session_id for s in load_corpus(str(tmp_path))] == ["monday", "tuesday"]
+
+
+def test_recording_with_a_skipped_field_pickles(tmp_path):
+    """Data-loader workers receive pickled recordings, skipped fields' errors included."""
+    path = tmp_path / "s.h5"
+    write_recording(path, base_recording())
+    with h5py.File(path, "r+") as f:
+        add_regular(f, "lfp", 0.0, 99.0, 100.0, 481)
+    with pytest.warns(DataWarning):
+        rec = open_recording(path)
+    copy = pickle.loads(pickle.dumps(rec))
+    error = copy.skipped["lfp"]
+    assert isinstance(error, DataError) and str(error) == str(rec.skipped["lfp"]) and error.field == "lfp"
+    with pytest.raises(DataError, match="481 samples"):
+        QueryTable.from_recording(copy, TokenizerConfig(target="lfp.data"))
