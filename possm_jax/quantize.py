@@ -5,7 +5,7 @@ Only the matmul weights are stored at low precision: every ``kernel`` of a linea
 accumulation stay float32. Formats:
 
 * ``"f32"``: unchanged.
-* ``"bf16"``: each weight rounded to bfloat16 (8 significant bits, relative error <= 2^-9 per weight).
+* ``"bf16"``: each weight rounded to bfloat16 (8 significant bits, relative error <= 2^-8 per weight).
 * ``"int8"``: per-output-channel symmetric int8, ``w[:, o] ~= q[:, o] * scale[o]`` with
   ``scale[o] = max_i |w[i, o]| / 127``, so each weight is off by at most ``scale[o] / 2``.
 
