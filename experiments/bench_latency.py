@@ -43,6 +43,16 @@ MODES = {
     "quick": (("possm_small", "possm"), (20,), 100, (), (64,), (64,)),
     "smoke": (("possm_small",), (20,), 20, ("possm_small",), (64,), (8,)),
 }
+STREAMING_MODES = {
+    # mode: ({preset: weight formats} for Streamer vs inner step, presets profiled, stream counts); all at 20 Hz
+    "full": (
+        {"possm_small": ("f32", "bf16", "int8"), "possm": ("f32", "bf16", "int8")},
+        ("possm_small", "possm"),
+        (1, 8, 32, 128),
+    ),
+    "quick": ({"possm_small": ("f32", "int8")}, ("possm_small",), (32,)),
+    "smoke": ({"possm_small": ("f32",)}, ("possm_small",), (2,)),
+}
 
 
 def spikes_per_chunk(rate_hz: float) -> int:
@@ -54,20 +64,21 @@ def time_calls(call: Callable[[int], object], steps: int, warmup: int = 10) -> d
     """Runs ``call(i)`` (which must block until its result is ready) ``warmup + steps`` times.
 
     Returns:
-      ``{"median_us", "p99_us", "mean_us", "steps"}`` over the timed calls.
+      ``{"median_us", "p99_us", "mean_us", "cpu_median_us", "steps"}`` over the timed calls.
     """
     for i in range(warmup):
         call(i)
-    times = np.empty(steps)
+    times, cpu = np.empty(steps), np.empty(steps)
     for i in range(steps):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         call(i)
-        times[i] = time.perf_counter() - t
+        times[i], cpu[i] = time.perf_counter() - t, time.process_time() - c
     us = times * 1e6
     return {
         "median_us": float(np.median(us)),
         "p99_us": float(np.percentile(us, 99)),
         "mean_us": float(us.mean()),
+        "cpu_median_us": float(np.median(cpu * 1e6)),  # process CPU time: less sensitive to a shared machine
         "steps": steps,
     }
 
@@ -270,7 +281,29 @@ def measure(mode: str, log: Callable[[str], None] = print) -> dict:
     offline = [offline_throughput("possm_small", b) for b in offline_batches]
     for o in offline:
         log(f"  offline {o['preset']} batch {o['batch']}: {o['windows_per_s']:.0f} windows/s")
-    return {"rows": rows, "offline": offline}
+    return {"rows": rows, "offline": offline, "streaming": measure_streaming(mode, steps, log)}
+
+
+def measure_streaming(mode: str, steps: int, log: Callable[[str], None] = print, rate: float = 20) -> dict:
+    """Streamer vs inner step per weight format, kernel count and part breakdown, many streams (20 Hz)."""
+    from experiments import bench_streamer
+
+    formats, profiled, stream_counts = STREAMING_MODES[mode]
+    calls = []
+    for preset, weights in formats.items():
+        for row in bench_streamer.streamer_rows(preset, rate, steps, weights, time_calls):
+            calls.append(row)
+            log(f"  {row['model']:<28} median {row['median_us']:9.1f} us  cpu {row['cpu_median_us']:9.1f} us")
+    profiles = {}
+    for preset in profiled:
+        profiles[preset] = p = bench_streamer.step_profile(preset, rate, steps, time_calls)
+        parts = "  ".join(f"{k} {p[f'{k}_us']:.0f} us ({p[f'{k}_kernels']} kernels)" for k in bench_streamer.PARTS)
+        log(f"  {preset} step: {p['kernels']} kernels; {parts}")
+    multi = []
+    for b in stream_counts:
+        multi.append(row := bench_streamer.multi_stream_row("possm_small", rate, b, max(steps // 4, 10), time_calls))
+        log(f"  possm_small x{b:<4} {row['per_stream_us']:8.1f} us/stream  {row['streams_per_core']:7.0f} streams/core")
+    return {"calls": calls, "profile": profiles, "multi_stream": multi}
 
 
 def run_subprocess(mode: str, threads: str, out: str, log: Callable[[str], None] = print) -> dict:

@@ -256,16 +256,28 @@ class POSSM(nnx.Module):
         """
         if not (validate.is_traced(chunk) or validate.is_traced(queries)):
             validate.check_step(chunk, queries, self)
+        y, backbone_state = self.backbone.step(self.stream_encode(chunk, tables), state.backbone)
+        state, preds = self.stream_decode(state, y, queries)
+        return state._replace(backbone=backbone_state), preds
+
+    def stream_encode(self, chunk: Mapping[str, Array], tables: StreamTables | None = None) -> Array:
+        """The encoder part of :meth:`step`: one chunk's tokens -> latents [b, m * d] (arguments as there)."""
         omega = self.rope.omega[...]
         spike_time, spike_mask = jnp.asarray(chunk["spike_time"]), jnp.asarray(chunk["spike_mask"])
         if tables is not None and tables.unit_keys is not None:
             unit = jnp.asarray(chunk["spike_unit"])
-            latent = self.encoder.chunk(
-                spike_time, spike_mask, omega, kv=(tables.unit_keys[unit], tables.unit_values[unit])
-            )
-        else:
-            latent = self.encoder.chunk(spike_time, spike_mask, omega, tokens=self._tokens(chunk))
-        y, backbone_state = self.backbone.step(latent, state.backbone)
+            kv = (tables.unit_keys[unit], tables.unit_values[unit])
+            return self.encoder.chunk(spike_time, spike_mask, omega, kv=kv)
+        return self.encoder.chunk(spike_time, spike_mask, omega, tokens=self._tokens(chunk))
+
+    def stream_decode(
+        self, state: StreamState, y: Array, queries: Mapping[str, Array]
+    ) -> tuple[StreamState, dict[str, Array]]:
+        """The decoder part of :meth:`step`: cache the new backbone output y [b, h], answer the queries.
+
+        Returns:
+          (``state`` with the new key / value cache and count, its backbone field untouched; {task: [b, q, y]}).
+        """
         k_new, v_new = self.decoder.key_value(y)
         keys = jnp.concatenate([k_new[:, None], state.keys[:, :-1]], axis=1)
         values = jnp.concatenate([v_new[:, None], state.values[:, :-1]], axis=1)
@@ -284,7 +296,7 @@ class POSSM(nnx.Module):
             self.rope(band_key_times(offsets, self.config.bin_width)),
             visible,
         )
-        return StreamState(backbone_state, keys, values, count), self.decoder.readout(out)
+        return StreamState(state.backbone, keys, values, count), self.decoder.readout(out)
 
 
 def count_params(model: nnx.Module, *, exclude_tables: bool = True) -> int:
