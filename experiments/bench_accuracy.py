@@ -30,6 +30,7 @@ from data_pipeline.recording import Recording
 from data_pipeline.synth import generate
 from data_pipeline.synth import get_preset as get_synth_preset
 from data_pipeline.tokenize import TokenizerConfig
+from possm_jax import quantize
 from possm_jax.baselines.binned_rnn import BinnedRNN, binned_batches, binned_trials
 from possm_jax.baselines.poyo import POYO, POYOConfig
 from possm_jax.baselines.train_simple import fit
@@ -191,6 +192,8 @@ def run_session(rec: Recording, mode: str, log: Callable[[str], None] = print, s
         info = fit(model, batches, steps, task_names=model.config.task_names, batch_size=batch_size, seed=seed)
         info["final_loss"] = float(np.mean(info["loss"][-5:]))
         report(name, functools.partial(eval_token_model, model, rec, cfg, windowed=name.startswith("poyo")), info)
+        if name == "possm_small":  # accuracy cost of weight-only quantisation, same trained model and test data
+            results[name]["weights"] = quantize.r2_costs(model, lambda m: eval_token_model(m, rec, cfg, windowed=False))
 
     train, valid, test = (binned_trials(rec, split, cfg) for split in ("train", "valid", "test"))
     for kind, steps in budget.binned_steps.items():

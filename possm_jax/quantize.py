@@ -105,6 +105,16 @@ def weight_bytes(params: nnx.State) -> int:
     return sum(np.asarray(x).nbytes for x in jax.tree.leaves(params))
 
 
+def r2_costs(model: nnx.Module, r2: Callable[[nnx.Module], float]) -> dict[str, dict[str, float]]:
+    """Test R² of every format next to float32's, raising for none: {format: {"r2", "drop", "refused"}}."""
+    base = float(r2(model))
+    out = {"f32": {"r2": base, "drop": 0.0}}
+    for weights in WEIGHT_FORMATS[1:]:
+        got = float(r2(fake_quantized(model, weights)))
+        out[weights] = {"r2": got, "drop": base - got, "refused": base - got > R2_DROP_LIMIT}
+    return out
+
+
 def check_r2_drop(model: nnx.Module, weights: str, r2: Callable[[nnx.Module], float]) -> dict[str, float]:
     """Refuse a format that costs too much accuracy: compare ``r2`` of the float32 and the quantised model.
 
