@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import jax
@@ -38,6 +38,7 @@ from possm_jax.baselines.wiener import fit_wiener
 from possm_jax.config import get_preset
 from possm_jax.eval.metrics import r2_score
 from possm_jax.possm import POSSM
+from possm_jax.train.step import LossFn
 
 EVAL_INTERVAL = "movement_phases/reach_period"
 
@@ -152,10 +153,25 @@ def train_binned(
 ) -> tuple[BinnedRNN, dict]:
     """A binned baseline (``kind``, a key of :data:`BINNED_MODELS`) trained for ``steps`` updates on random
     ``window_bins`` windows of ``train`` (from ``binned_trials``); returns the model and :func:`fit`'s info."""
-    backbone = get_preset(BINNED_MODELS[kind]).backbone
-    model = BinnedRNN(num_units, backbone, {"cursor_velocity_2d": 2}, rngs=nnx.Rngs(seed))
     batches = binned_batches(train, window_bins, batch_size, seed)
-    info = fit(model, batches, steps, task_names=("cursor_velocity_2d",), batch_size=batch_size, seed=seed)
+    return train_binned_on(kind, batches, num_units, {"cursor_velocity_2d": 2}, steps, batch_size, seed)
+
+
+def train_binned_on(
+    kind: str,
+    batches: Iterator[dict[str, np.ndarray]],
+    num_units: int,
+    tasks: dict[str, int],
+    steps: int,
+    batch_size: int,
+    seed: int = 0,
+    loss_fn: LossFn | None = None,
+) -> tuple[BinnedRNN, dict]:
+    """A binned baseline (``kind``, a key of :data:`BINNED_MODELS`) with readouts ``tasks`` (name -> width) trained
+    on ``batches`` for ``steps`` updates with ``loss_fn`` (:func:`fit`'s default: MSE); returns model and info."""
+    backbone = get_preset(BINNED_MODELS[kind]).backbone
+    model = BinnedRNN(num_units, backbone, tasks, rngs=nnx.Rngs(seed))
+    info = fit(model, batches, steps, task_names=tuple(tasks), batch_size=batch_size, seed=seed, loss_fn=loss_fn)
     return model, info
 
 

@@ -153,10 +153,19 @@ def test_calibration_gru_column(tiny):
 
 
 def test_handwriting_counts_and_labels():
-    spec, rec = next(handwriting.generate_handwriting(seed=0, num_sessions=1, trials_per_session=20))
+    spec, rec = next(handwriting.generate_handwriting(seed=0, num_sessions=1, trials_per_session=186))
     assert len(rec.unit_ids) == 192 and len(handwriting.CHARACTERS) == 31
-    labels = rec.intervals["trials"].columns["label"]
-    assert labels.min() >= 0 and labels.max() < 31
+    trials = rec.intervals["trials"]
+    labels = trials.columns["label"]
+    np.testing.assert_array_equal(np.bincount(labels, minlength=31), np.full(31, 6))  # 6 rounds of all characters
+    # Split per character: its 3rd trial (index 2) is valid, its 6th (index 5) test, the rest train.
+    for split, reps in (("train", [0, 1, 3, 4]), ("valid", [2]), ("test", [5])):
+        inside = rec.splits[split].contains(trials.start) & rec.splits[split].contains(trials.end - 1e-9)
+        for label in range(31):
+            np.testing.assert_array_equal(np.flatnonzero(inside[labels == label]), reps)
+    # Every trial holds its go-aligned cube: 0.5 s before the go cue to 1.51 s after it.
+    go = trials.columns["go_cue_time"]
+    assert np.all(go - 0.5 >= trials.start - 1e-9) and np.all(go + 1.51 <= trials.end + 1e-9)
     # Spikes sit at 10 ms bin centres: re-binning recovers integer counts with nothing in between.
     frac = rec.spike_times / handwriting.BIN_WIDTH % 1.0
     np.testing.assert_allclose(frac, 0.5, atol=1e-6)
@@ -177,3 +186,8 @@ def test_speech_ctc_targets():
     frames = rec.behaviour["phoneme"].values["id"]
     runs = frames[np.flatnonzero(np.diff(frames, prepend=-1))]
     np.testing.assert_array_equal(runs[runs != 0], ids)
+
+
+def test_handwriting_needs_six_trials_per_character():
+    with pytest.raises(ValueError, match="trials_per_session=100: need at least 186"):
+        next(handwriting.generate_handwriting(trials_per_session=100))

@@ -13,7 +13,7 @@ import numpy as np
 
 from data_pipeline.binning import counts_to_spikes
 from data_pipeline.recording import Intervals, Recording, TimeSeries
-from data_pipeline.synth.sessions import split_trials
+from data_pipeline.synth.sessions import split_domains, split_trials
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,16 +44,18 @@ def binned_recording(
     behaviour: dict[str, TimeSeries],
     intervals: dict[str, Intervals],
     truth: dict[str, np.ndarray],
+    split_codes: np.ndarray | None = None,
 ) -> Recording:
     """Draws Poisson counts from ``log_rate`` [t, c] (bins from time 0) and wraps them in a :class:`Recording`.
 
     Args:
-      rng: source of randomness (counts and the train/valid/test split, 70/10/20 by trials).
+      rng: source of randomness (counts and, without ``split_codes``, the train/valid/test split: 70/10/20 by trials).
       ids: (brainset_id, session_id, subject_id).
       log_rate: [t, c] log rates (log Hz) per bin.
       bin_width: seconds.
       trials: the session's trials (they tile or lie inside ``[0, t · bin_width)``).
       behaviour, intervals, truth: extra fields; ``trials`` is added to ``intervals``.
+      split_codes: [i] split of each trial (0 train, 1 valid, 2 test), replacing the random split.
     """
     counts = rng.poisson(np.exp(log_rate) * bin_width)
     times, channels = counts_to_spikes(counts, 0.0, bin_width)
@@ -66,7 +68,9 @@ def binned_recording(
         spike_times=times,
         spike_units=channels,
         domain=Intervals(np.array([0.0]), np.array([end])),
-        splits=split_trials(rng, trials, (0.7, 0.1, 0.2)),
+        splits=split_trials(rng, trials, (0.7, 0.1, 0.2))
+        if split_codes is None
+        else split_domains(trials, split_codes),
         behaviour=behaviour,
         intervals={"trials": trials, **intervals},
         truth=truth,

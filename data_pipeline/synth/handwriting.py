@@ -12,6 +12,7 @@ Targets: ``intervals["trials"].columns["label"]`` (0–30, index into :data:`CHA
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
@@ -23,12 +24,30 @@ from data_pipeline.synth.sessions import SessionSpec
 
 CHARACTERS = tuple("abcdefghijklmnopqrstuvwxyz") + (">", ",", "'", "~", "?")  # > space, ~ period (Willett et al.)
 BIN_WIDTH = 0.01
-CHANNELS = binned.ChannelConfig(num_channels=192)
+
+
+@dataclasses.dataclass(frozen=True)
+class HandwritingConfig:
+    """The knobs that set how hard the task is (calibrated against the paper's baselines, see the module docstring)."""
+
+    channels: binned.ChannelConfig = binned.ChannelConfig(num_channels=192)
+    stretch: tuple[float, float] = (0.8, 1.25)  # overall writing speed per trial
+    warp: float = 0.3  # |a| bound of the smooth clock distortion
+    bump_width: float = 0.06  # s, width of a template's velocity bumps
+    private_sd: float = 1.0  # sd of the private (behaviour-unrelated) OU latents
+
+
+CONFIG = HandwritingConfig()
+CHANNELS = CONFIG.channels
 NUM_SESSIONS = 2
 LEAD_BINS = 10  # latent leads the pen by 100 ms
+REST_BINS = 30  # at least 0.3 s of rest after the stroke
+GO_BIN, CUBE_BINS = 50, 201  # go-aligned trial cube of the single-letter datasets: 201 bins, the go cue in bin 50
+TRIALS_PER_SESSION = 27 * len(CHARACTERS)  # 27 trials per character, as in a single-letter session
+MIN_TRIALS = 6 * len(CHARACTERS)
 
 
-def stroke_templates(rng: np.random.Generator) -> list[np.ndarray]:
+def stroke_templates(rng: np.random.Generator, bump_width: float = CONFIG.bump_width) -> list[np.ndarray]:
     """One pen-velocity template [t_c, 2] per character, on the 10 ms grid."""
     templates = []
     for _ in CHARACTERS:
@@ -36,39 +55,70 @@ def stroke_templates(rng: np.random.Generator) -> list[np.ndarray]:
         k = int(rng.integers(3, 6))
         centres = np.sort(rng.uniform(0.1, 0.9, k)) * t[-1]
         amps = rng.normal(0.0, 8.0, (k, 2))
-        bumps = np.exp(-0.5 * ((t[:, None] - centres) / 0.06) ** 2)
+        bumps = np.exp(-0.5 * ((t[:, None] - centres) / bump_width) ** 2)
         templates.append(bumps @ amps)
     return templates
 
 
-def time_warp(rng: np.random.Generator, template: np.ndarray) -> np.ndarray:
+def time_warp(
+    rng: np.random.Generator,
+    template: np.ndarray,
+    stretch: tuple[float, float] = CONFIG.stretch,
+    warp: float = CONFIG.warp,
+) -> np.ndarray:
     """The template resampled on a randomly warped clock: ``s → s + a sin(π s)/π`` (|a| < 0.3, monotone), stretched
     by 0.8–1.25×; velocities are scaled so the drawn shape (the integral) stays the same."""
-    stretch = rng.uniform(0.8, 1.25)
-    n = max(2, int(round(len(template) * stretch)))
+    n = max(2, int(round(len(template) * rng.uniform(*stretch))))
     s = np.linspace(0.0, 1.0, n)
-    a = rng.uniform(-0.3, 0.3)
+    a = rng.uniform(-warp, warp)
     warped = (s + a * np.sin(np.pi * s) / np.pi) * (len(template) - 1)
     rate = (1 + a * np.cos(np.pi * s)) * (len(template) - 1) / (n - 1)  # d(template index)/d(output bin)
     grid = np.arange(len(template))
     return np.stack([np.interp(warped, grid, template[:, j]) for j in range(2)], axis=1) * rate[:, None]
 
 
+def character_splits(labels: np.ndarray) -> np.ndarray:
+    """Split code per trial (0 train, 1 valid, 2 test): the i-th trial of its character (in trial order) is valid if
+    i % 9 == 2 and test if i % 9 == 5, as the single-letter datasets of Willett et al. are split."""
+    rep = np.zeros(len(labels), np.int64)
+    for label in np.unique(labels):
+        rep[labels == label] = np.arange(np.sum(labels == label))
+    return np.where(rep % 9 == 2, 1, np.where(rep % 9 == 5, 2, 0))
+
+
 def generate_handwriting(
-    seed: int = 0, num_sessions: int = NUM_SESSIONS, trials_per_session: int = 150
+    seed: int = 0,
+    num_sessions: int = NUM_SESSIONS,
+    trials_per_session: int = TRIALS_PER_SESSION,
+    config: HandwritingConfig = CONFIG,
 ) -> Iterator[tuple[SessionSpec, Recording]]:
-    """Yields handwriting sessions; templates and channel tuning are shared, offsets and trials differ per session."""
+    """Yields handwriting sessions; templates and channel tuning are shared, offsets and trials differ per session.
+
+    Characters come in rounds (each round a random order of all 31), so every character gets about
+    ``trials_per_session / 31`` trials; at least 6 rounds (186 trials) give each character a valid and a test trial.
+
+    Raises:
+      ValueError: ``trials_per_session`` < 186.
+    """
+    if trials_per_session < MIN_TRIALS:
+        raise ValueError(
+            f"trials_per_session={trials_per_session}: need at least {MIN_TRIALS} (6 trials of each of the "
+            f"{len(CHARACTERS)} characters, so every character has a valid and a test trial)"
+        )
     shared = np.random.default_rng([seed, 1000, 0])
-    templates = stroke_templates(shared)
-    log_r0, weights = binned.channel_tuning(shared, CHANNELS, 7)
+    templates = stroke_templates(shared, config.bump_width)
+    channels = config.channels
+    log_r0, weights = binned.channel_tuning(shared, channels, 7)
     for index in range(num_sessions):
         rng = np.random.default_rng([seed, 1000, index + 1])
-        labels = rng.integers(len(CHARACTERS), size=trials_per_session)
+        rounds = -(-trials_per_session // len(CHARACTERS))
+        labels = np.concatenate([rng.permutation(len(CHARACTERS)) for _ in range(rounds)])[:trials_per_session]
         pieces, starts, gos, ends, t = [], [], [], [], 0
         for label in labels:
             delay = int(rng.uniform(0.5, 0.8) / BIN_WIDTH)
-            stroke = time_warp(rng, templates[label])
-            piece = np.zeros((delay + len(stroke) + 30, 2))
+            stroke = time_warp(rng, templates[label], config.stretch, config.warp)
+            # The trial holds its whole go-aligned cube (CUBE_BINS - GO_BIN bins from the go cue).
+            piece = np.zeros((delay + max(len(stroke) + REST_BINS, CUBE_BINS - GO_BIN), 2))
             piece[delay : delay + len(stroke)] = stroke
             pieces.append(piece)
             starts.append(t)
@@ -84,12 +134,12 @@ def generate_handwriting(
                 vel[ahead] / 10.0,
                 np.linalg.norm(vel[ahead], axis=1, keepdims=True) / 10.0,
                 event_bump(times, go_times - LEAD_BINS * BIN_WIDTH, centre=0.0, width=0.08)[:, None],
-                ornstein_uhlenbeck(rng, len(vel), rng.uniform(0.3, 1.0, 3), BIN_WIDTH),
+                config.private_sd * ornstein_uhlenbeck(rng, len(vel), rng.uniform(0.3, 1.0, 3), BIN_WIDTH),
             ],
             axis=1,
         )
-        offset = CHANNELS.session_offset_sd * rng.standard_normal(CHANNELS.num_channels)
-        log_rate = log_r0 + offset + CHANNELS.gain * z @ weights.T
+        offset = channels.session_offset_sd * rng.standard_normal(channels.num_channels)
+        log_rate = log_r0 + offset + channels.gain * z @ weights.T
         trials = Intervals(
             np.array(starts) * BIN_WIDTH,
             np.array(ends) * BIN_WIDTH,
@@ -108,5 +158,6 @@ def generate_handwriting(
             {"pen": pen},
             {},
             truth,
+            split_codes=character_splits(labels),
         )
         yield spec, rec

@@ -138,6 +138,11 @@ def split_trials(
         which[trial], dealt[code] = code, dealt[code] + 1
     if np.any(dealt == 0):
         raise ValueError(f"{n} trials cannot fill train/valid/test with fractions {fractions}; lengthen the session")
+    return split_domains(trials, which)
+
+
+def split_domains(trials: Intervals, which: np.ndarray) -> dict[str, Intervals]:
+    """Split domains from a per-trial assignment ``which`` [i] (0 train, 1 valid, 2 test); touching trials merge."""
     splits = {}
     for code, name in enumerate(("train", "valid", "test")):
         start, end = trials.start[which == code], trials.end[which == code]

@@ -14,6 +14,7 @@ silence) at the bin centres.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
@@ -26,10 +27,24 @@ from data_pipeline.synth.sessions import SessionSpec
 NUM_PHONEMES = 40  # plus blank = 41 CTC classes
 BLANK = 0
 BIN_WIDTH = 0.02
-CHANNELS = binned.ChannelConfig(num_channels=256)
 NUM_SESSIONS = 2
 LATENT_DIM = 16
 LEAD_BINS = 3
+TRIALS_PER_SESSION = 120
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechConfig:
+    """The knobs that set how hard the task is (calibrated against the paper's baselines, see the module docstring)."""
+
+    channels: binned.ChannelConfig = binned.ChannelConfig(num_channels=256)
+    phoneme_bins: tuple[int, int] = (3, 8)  # inclusive range of a phoneme's duration in 20 ms bins
+    coarticulation: float = 0.04  # s, sd of the Gaussian smoothing the phoneme pattern sequence
+    private_sd: float = 1.0  # sd of the private (speech-unrelated) OU latents
+
+
+CONFIG = SpeechConfig()
+CHANNELS = CONFIG.channels
 
 
 def random_lexicon(rng: np.random.Generator, num_words: int = 300) -> list[np.ndarray]:
@@ -55,14 +70,19 @@ def _sentence(rng: np.random.Generator, lexicon: list[np.ndarray]) -> list[int]:
 
 
 def generate_speech(
-    seed: int = 0, num_sessions: int = NUM_SESSIONS, trials_per_session: int = 120
+    seed: int = 0,
+    num_sessions: int = NUM_SESSIONS,
+    trials_per_session: int = TRIALS_PER_SESSION,
+    config: SpeechConfig = CONFIG,
 ) -> Iterator[tuple[SessionSpec, Recording]]:
     """Yields speech sessions; lexicon, phoneme patterns and channel tuning are shared, the rest is per session."""
     shared = np.random.default_rng([seed, 2000, 0])
     lexicon = random_lexicon(shared)
     patterns = np.concatenate([np.zeros((1, LATENT_DIM)), shared.standard_normal((NUM_PHONEMES, LATENT_DIM))])
-    log_r0, weights = binned.channel_tuning(shared, CHANNELS, LATENT_DIM + 3)
-    kernel = np.exp(-0.5 * (np.arange(-4, 5) * BIN_WIDTH / 0.04) ** 2)
+    channels = config.channels
+    log_r0, weights = binned.channel_tuning(shared, channels, LATENT_DIM + 3)
+    half = int(np.ceil(3 * config.coarticulation / BIN_WIDTH))
+    kernel = np.exp(-0.5 * (np.arange(-half, half + 1) * BIN_WIDTH / config.coarticulation) ** 2)
     kernel /= kernel.sum()
     for index in range(num_sessions):
         rng = np.random.default_rng([seed, 2000, index + 1])
@@ -71,16 +91,18 @@ def generate_speech(
             starts.append(sum(len(f) for f in frames))
             frames.append(np.zeros(int(rng.uniform(0.5, 1.0) / BIN_WIDTH), dtype=np.int64))
             for p in _sentence(rng, lexicon):
-                frames.append(np.full(int(rng.integers(3, 9)) if p else 1, p, dtype=np.int64))
+                length = int(rng.integers(config.phoneme_bins[0], config.phoneme_bins[1] + 1)) if p else 1
+                frames.append(np.full(length, p, dtype=np.int64))
             frames.append(np.zeros(int(0.3 / BIN_WIDTH), dtype=np.int64))
             ends.append(sum(len(f) for f in frames))
         label = np.concatenate(frames)
         times = np.arange(len(label)) * BIN_WIDTH
         smooth = np.stack([np.convolve(col, kernel, mode="same") for col in patterns[label].T], axis=1)
         ahead = np.minimum(np.arange(len(label)) + LEAD_BINS, len(label) - 1)
-        z = np.concatenate([smooth[ahead], ornstein_uhlenbeck(rng, len(label), rng.uniform(0.3, 1.0, 3), BIN_WIDTH)], 1)
-        offset = CHANNELS.session_offset_sd * rng.standard_normal(CHANNELS.num_channels)
-        log_rate = log_r0 + offset + CHANNELS.gain * z @ weights.T
+        private = config.private_sd * ornstein_uhlenbeck(rng, len(label), rng.uniform(0.3, 1.0, 3), BIN_WIDTH)
+        z = np.concatenate([smooth[ahead], private], 1)
+        offset = channels.session_offset_sd * rng.standard_normal(channels.num_channels)
+        log_rate = log_r0 + offset + channels.gain * z @ weights.T
         # One interval per phoneme occurrence: runs of equal non-blank frame labels.
         change = np.flatnonzero(np.diff(label, prepend=-1, append=-1))
         run_start, run_end = change[:-1], change[1:]

@@ -81,12 +81,12 @@ class BinnedRNN(nnx.Module):
 
 
 def trials_in(recording: Recording, split: str) -> Intervals:
-    """The trials lying entirely inside ``recording.splits[split]``."""
+    """The trials lying entirely inside ``recording.splits[split]``, with their columns."""
     if split not in recording.splits:
         raise ValueError(f"split={split!r}: recording {recording.session_key} has splits {sorted(recording.splits)}")
     trials, domain = recording.intervals["trials"], recording.splits[split]
     inside = domain.contains(trials.start) & domain.contains(trials.end - 1e-9)
-    return Intervals(trials.start[inside], trials.end[inside])
+    return Intervals(trials.start[inside], trials.end[inside], {k: v[inside] for k, v in trials.columns.items()})
 
 
 def binned_trials(

@@ -20,7 +20,7 @@ from flax import nnx
 from possm_jax.train.loss import multitask_loss
 from possm_jax.train.optim import reference_lamb
 from possm_jax.train.state import create_train_state
-from possm_jax.train.step import check_finite, make_train_step
+from possm_jax.train.step import LossFn, check_finite, make_train_step
 
 
 def fit(
@@ -32,6 +32,7 @@ def fit(
     batch_size: int,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    loss_fn: LossFn | None = None,
 ) -> dict[str, list[float] | float]:
     """Trains ``model`` in place for ``steps`` updates of LAMB with the reference schedules.
 
@@ -43,6 +44,8 @@ def fit(
       batch_size: windows per batch (sets the LAMB peak learning rate, SPEC 4).
       seed: dropout seed.
       log: optional progress printer (called about 5 times).
+      loss_fn: ``(preds, batch) -> (loss, metrics)``; default :func:`multitask_loss` (MSE) over ``task_names``
+        (classification: ``multitask_loss`` with ``kinds``; CTC: a wrapper of :func:`~possm_jax.train.loss.ctc_loss`).
 
     Returns:
       ``{"loss": per-step losses, "compile_s": first step incl. compilation, "seconds": total wall time}``.
@@ -51,7 +54,8 @@ def fit(
         raise ValueError(f"steps: need at least 1 training step, got {steps}")
     tx = reference_lamb(batch_size, steps)
     graphdef, state = create_train_state(model, tx)
-    step_fn = make_train_step(graphdef, tx, functools.partial(multitask_loss, task_names=tuple(task_names)))
+    loss_fn = loss_fn or functools.partial(multitask_loss, task_names=tuple(task_names))
+    step_fn = make_train_step(graphdef, tx, loss_fn)
     rng = jax.random.key(seed)
     losses: list[float] = []
     start = time.perf_counter()
