@@ -4,6 +4,7 @@ binned counts (target 0.85–0.92), R² on held-out trials.
 Usage::
 
   python -m experiments.calibrate --preset=demo [--seed=0] [--gru_steps=0] [--out=runs/calibrate/demo.json]
+  python -m experiments.calibrate --preset=handwriting|speech [--gru_steps=N] [--binned=gru,s4d,mamba] [--trials=0]
 
 Per session: 50 ms bins over each trial, ``taps`` history bins, ridge fitted on train trials with the SPEC 3.3
 interval weights (reach 5, hold 0.1, return/random 1), the ridge strength picked on validation trials, and R² of
@@ -12,6 +13,12 @@ concatenated over trials (SPEC 6). The ``truth`` column fits the same filter to 
 rates instead of counts: how much a decoder that could denoise the spikes would gain. With ``--gru_steps=N`` the
 ``gru`` column is the accuracy bench's binned GRU (``possm_small``'s backbone on 50 ms counts, 1 s windows of the
 train trials, batch 64, the project's LAMB and loss) trained for N steps and scored on the same test trials.
+
+Human-BCI presets (``--preset=handwriting`` / ``--preset=speech``, generated in memory): per session, handwriting
+reports PCA-KNN test accuracy (:mod:`possm_jax.baselines.pca_knn`) and, with ``--gru_steps=N``, the test accuracy of
+each ``--binned`` model (default GRU) trained on the train trials' go-aligned cubes with cross-entropy; speech reports
+the binned models' test phoneme error rate (whole sentences, CTC, greedy decoding). See
+:mod:`possm_jax.baselines.binned_tasks` for the inputs and losses, and ``docs/human_bci.md`` for measured numbers.
 """
 
 from __future__ import annotations
@@ -24,14 +31,36 @@ from absl import app, flags
 
 from data_pipeline import binning
 from data_pipeline.recording import Recording
-from data_pipeline.synth import generate, get_preset
+from data_pipeline.synth import generate, get_preset, handwriting, speech
 from data_pipeline.tokenize import TokenizerConfig
-from experiments.bench_accuracy import eval_binned, train_binned
+from experiments.bench_accuracy import eval_binned, train_binned, train_binned_on
 from possm_jax.baselines import fit_wiener, r2_score
 from possm_jax.baselines.binned_rnn import binned_trials
+from possm_jax.baselines.binned_tasks import (
+    CHARACTER_TASK,
+    PHONEME_TASK,
+    character_accuracy,
+    character_batches,
+    character_cubes,
+    character_loss,
+    phoneme_ctc_loss,
+    sentence_batches,
+    sentence_per,
+    speech_sentences,
+)
+from possm_jax.baselines.pca_knn import pca_knn_accuracy
 
 INTERVAL_WEIGHTS = {"reach_period": 5.0, "hold_period": 0.1, "return_period": 1.0, "random_period": 1.0}
 EVAL_PERIOD = {"center_out": "reach_period", "random_target": "random_period"}
+BCI_PRESETS = ("handwriting", "speech")
+HANDWRITING_MERGE = 5  # binned models read 50 ms counts (5 bins of the 10 ms cube), as the reaching ones do
+HANDWRITING_SCORED_BINS = 10  # cross-entropy on the last 0.5 s of the cropped cube
+SPEECH_BIN_WIDTH = 0.04
+BCI_TARGETS = {
+    "accuracy_test": "(target 0.75–0.85; paper PCA-KNN ≈ 0.81)",
+    "accuracy_test_gru": "(target 0.90–0.95; paper GRU 0.936)",
+    "per_test_gru": "(target 0.25–0.35; paper GRU 0.301)",
+}
 
 
 def _weights_and_mask(recording: Recording, times: np.ndarray, eval_period: str) -> tuple[np.ndarray, np.ndarray]:
@@ -137,23 +166,86 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def handwriting_row(rec: Recording, binned: dict[str, int], batch_size: int = 64, seed: int = 0) -> dict:
+    """PCA-KNN and binned-model test accuracy on one handwriting session (``binned``: model kind -> steps)."""
+    row = {"session": rec.session_key, "channels": len(rec.unit_ids), **pca_knn_accuracy(rec)}
+    train, test = (character_cubes(rec, split, HANDWRITING_MERGE) for split in ("train", "test"))
+    for kind, steps in binned.items():
+        batches = character_batches(*train, batch_size, seed, HANDWRITING_SCORED_BINS)
+        tasks = {CHARACTER_TASK: len(handwriting.CHARACTERS)}
+        model, _ = train_binned_on(kind, batches, len(rec.unit_ids), tasks, steps, batch_size, seed, character_loss)
+        row[f"accuracy_test_{kind}"] = character_accuracy(model, *test)
+    return row
+
+
+def speech_row(rec: Recording, binned: dict[str, int], batch_size: int = 32, seed: int = 0) -> dict:
+    """Binned-model test phoneme error rate on one speech session (``binned``: model kind -> steps)."""
+    train, test = (speech_sentences(rec, split, SPEECH_BIN_WIDTH) for split in ("train", "test"))
+    row = {"session": rec.session_key, "channels": len(rec.unit_ids), "sentences_test": len(test.counts)}
+    for kind, steps in binned.items():
+        batches = sentence_batches(train, batch_size, seed)
+        tasks = {PHONEME_TASK: speech.NUM_PHONEMES + 1}
+        model, _ = train_binned_on(kind, batches, len(rec.unit_ids), tasks, steps, batch_size, seed, phoneme_ctc_loss)
+        row[f"per_test_{kind}"] = sentence_per(model, test)
+    return row
+
+
+def calibrate_bci(
+    preset: str, seed: int = 0, binned: dict[str, int] | None = None, trials: int = 0, sessions: int = 0
+) -> list[dict]:
+    """:func:`handwriting_row` or :func:`speech_row` for every session of the ``handwriting`` / ``speech`` preset.
+
+    Args:
+      preset: ``handwriting`` or ``speech``.
+      seed: corpus seed.
+      binned: binned model kind (gru, s4d, mamba) -> training steps; empty: PCA-KNN only (handwriting).
+      trials: trials per session (0: the generator's default; small values make quick checks).
+      sessions: number of sessions (0: the generator's default).
+    """
+    make, row = {
+        "handwriting": (handwriting.generate_handwriting, handwriting_row),
+        "speech": (speech.generate_speech, speech_row),
+    }[preset]
+    kwargs = {"trials_per_session": trials} if trials else {}
+    kwargs |= {"num_sessions": sessions} if sessions else {}
+    return [row(rec, binned or {}, seed=seed) for _, rec in make(seed, **kwargs)]
+
+
+def format_bci_table(preset: str, rows: list[dict]) -> str:
+    """Per-session scores and their mean next to the targets the generators are calibrated to."""
+    metrics = [k for k in rows[0] if k.startswith(("accuracy_test", "per_test"))]
+    lines = [f"{'session':<40} " + " ".join(f"{m:>20}" for m in metrics)]
+    lines += [f"{r['session']:<40} " + " ".join(f"{r[m]:>20.3f}" for m in metrics) for r in rows]
+    for m in metrics:
+        values = np.array([r[m] for r in rows])
+        lines.append(f"{preset} {m} mean {values.mean():.3f} ± {values.std():.3f} {BCI_TARGETS.get(m, '')}".rstrip())
+    return "\n".join(lines)
+
+
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
     """Defines the launcher's flags (not at import, so tests can import this module next to other launchers)."""
-    flags.DEFINE_string("preset", "demo", "synthetic reaching preset: tiny, demo, single or bench")
+    flags.DEFINE_string("preset", "demo", "synthetic preset: tiny, demo, single, bench (reaching), handwriting, speech")
     flags.DEFINE_integer("seed", 0, "corpus seed")
-    flags.DEFINE_float("bin_width", 0.05, "bin width in seconds")
-    flags.DEFINE_integer("taps", 5, "history taps")
-    flags.DEFINE_integer("gru_steps", 0, "also train a binned GRU per session for this many steps (0: Wiener only)")
+    flags.DEFINE_float("bin_width", 0.05, "bin width in seconds (reaching)")
+    flags.DEFINE_integer("taps", 5, "history taps (reaching)")
+    flags.DEFINE_integer("gru_steps", 0, "also train binned models per session for this many steps (0: none)")
+    flags.DEFINE_list("binned", ["gru"], "handwriting/speech: binned models trained for --gru_steps (gru, s4d, mamba)")
+    flags.DEFINE_integer("trials", 0, "handwriting/speech: trials per session (0: the generator's default)")
     flags.DEFINE_string("out", None, "JSON output path (default runs/calibrate/<preset>.json)")
 
 
 def main(argv: list[str]) -> None:
     del argv
-    rows = calibrate(FLAGS.preset, FLAGS.seed, FLAGS.bin_width, FLAGS.taps, FLAGS.gru_steps)
-    print(format_table(rows))
+    if FLAGS.preset in BCI_PRESETS:
+        binned = {kind: FLAGS.gru_steps for kind in FLAGS.binned} if FLAGS.gru_steps > 0 else {}
+        rows = calibrate_bci(FLAGS.preset, FLAGS.seed, binned, FLAGS.trials)
+        print(format_bci_table(FLAGS.preset, rows))
+    else:
+        rows = calibrate(FLAGS.preset, FLAGS.seed, FLAGS.bin_width, FLAGS.taps, FLAGS.gru_steps)
+        print(format_table(rows))
     out = FLAGS.out or os.path.join("runs", "calibrate", f"{FLAGS.preset}.json")
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     with open(out, "w") as f:
