@@ -18,12 +18,12 @@ higher). Each stage resumes from its checkpoints, so an interrupted demo continu
 import os
 from typing import Any
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from data_pipeline.synth.__main__ import write_corpus
 from experiments.configs import finetune as finetune_config
 from experiments.configs import pretrain as pretrain_config
-from experiments.launch import run_or_exit
+from experiments.launch import quiet_logging, run_or_exit
 from possm_jax.train.logging import write_metrics_json
 from possm_jax.train.loop import train_and_evaluate
 
@@ -102,7 +102,7 @@ def main() -> None:
     def run(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        logging.set_verbosity(logging.WARNING)  # keep the console to progress bars and the summary
+        quiet_logging()  # keep the console to progress bars, warnings and the summary
         run_or_exit(lambda: run_demo(workdir.value, scale.value, fraction.value))
 
     app.run(run)

@@ -1,4 +1,5 @@
-"""Checkpoints: round trip (state, data position, config), keep-N + best, 8 -> 1 devices, errors, SIGTERM."""
+"""Checkpoints: round trip (state, data position, config), keep-N + best, 8 -> 1 devices, errors, SIGTERM, damaged
+steps skipped for the newest readable one."""
 
 import functools
 import os
@@ -14,6 +15,7 @@ from flax import nnx
 from possm_jax.train.checkpoint import (
     Checkpointer,
     CheckpointError,
+    CheckpointWarning,
     ConfigMismatchError,
     PreemptionFlag,
     abstract_state,
@@ -183,3 +185,63 @@ def test_resume_gives_identical_losses(tmp_path):
         s, m = step_fn(s, batch, rng)
         resumed.append(float(m["loss"]))
     assert resumed == straight[3:]
+
+
+def _damage(path, how):
+    """Deletes or truncates the file ``path``, or the largest file under the directory ``path`` (state: array data)."""
+    files = [os.path.join(root, name) for root, _, names in os.walk(path) for name in names]
+    victim = max(files, key=os.path.getsize) if files else path
+    if how == "delete":
+        os.remove(victim)
+    else:
+        with open(victim, "r+b") as f:
+            f.truncate(os.path.getsize(victim) // 2)
+
+
+def _three_steps(directory):
+    """Steps 1..3, step k holding ``_state(seed=k)``, config ``{"step": k}`` and the iterator after k items."""
+    ckpt = Checkpointer(directory, async_save=False)
+    it = _iterator()
+    for step in (1, 2, 3):
+        next(it)
+        ckpt.save(step, _state(seed=step), {"model": {"step": step}}, data_iterator=it)
+    ckpt.close()
+
+
+@pytest.mark.parametrize("how", ["delete", "truncate"])
+def test_damaged_newest_step_falls_back_to_previous(tmp_path, how):
+    # Given steps 1..3 whose newest has a state file deleted or truncated,
+    _three_steps(tmp_path)
+    _damage(tmp_path / "3" / "state", how)
+    # when a run resumes from the newest step,
+    ckpt = Checkpointer(tmp_path, async_save=False)
+    it = _iterator()
+    with pytest.warns(CheckpointWarning, match=r"step 3 .* is damaged, using step 2 instead; moved it to .*3\.damaged"):
+        restored = ckpt.restore(_state(seed=9), data_iterator=it)
+    # then it gets step 2's state and data position (two items consumed),
+    _assert_trees_equal(restored, _state(seed=2))
+    assert [next(it) for _ in range(3)] == list(_iterator())[2:5]
+    # and step 3 is set aside, so the resumed run saves its own step 3.
+    assert ckpt.all_steps() == [1, 2] and os.path.isdir(tmp_path / "3.damaged")
+    ckpt.save(3, _state(seed=3), {"model": {"step": 3}})
+    assert ckpt.all_steps() == [1, 2, 3]
+    ckpt.close()
+
+
+def test_damaged_steps_read_only_and_none_readable(tmp_path):
+    _three_steps(tmp_path)
+    # A truncated config: read-only readers skip the step without touching the directory.
+    _damage(tmp_path / "3" / "config" / "metadata", "truncate")
+    reader = Checkpointer(tmp_path, read_only=True)
+    with pytest.warns(CheckpointWarning, match=r"step 3 .* using step 2 instead\. checkpoint step 3"):
+        assert reader.restore_config() == {"model": {"step": 2}}
+    assert reader.all_steps() == [1, 2, 3] and not os.path.exists(tmp_path / "3.damaged")
+    # An explicit damaged step is an error naming it, not a fall-back.
+    with pytest.raises(CheckpointError, match=r"step 3 \(.*3\) could not be read.*Restore another step"):
+        reader.restore_config(step=3)
+    # No readable step: one clear error, nothing renamed.
+    for step in (1, 2, 3):
+        _damage(tmp_path / str(step) / "state", "delete")
+    with pytest.raises(CheckpointError, match=r"no checkpoint in .* can be read \(steps \[1, 2, 3\]\).*start over"):
+        Checkpointer(tmp_path).restore(_state())
+    assert sorted(os.listdir(tmp_path)) == ["1", "2", "3"]

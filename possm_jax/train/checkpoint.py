@@ -1,4 +1,4 @@
-"""Checkpoints (SPEC 4): train state + data iterator state + config in one orbax ``CheckpointManager``.
+"""Checkpoints: train state + data iterator state + config in one orbax ``CheckpointManager``.
 
 Each step directory holds three items: ``state`` (the :class:`~possm_jax.train.state.TrainState` pytree, orbax
 ``StandardSave``), ``data`` (the grain iterator position, grain's own orbax handler) and ``config`` (JSON). Retention
@@ -9,6 +9,12 @@ saved on 8 devices restores onto 1 and vice versa. Failures raise :class:`Checkp
 directory, the step and what to do; a config that differs from the saved one raises :class:`ConfigMismatchError`
 naming the differing keys.
 
+A step is written into ``<step>.orbax-checkpoint-tmp`` and renamed to ``<step>`` once every item is on disk, so a
+run killed while saving (even ``kill -9``) leaves only that temporary directory: it is never listed or restored, and
+a writable :class:`Checkpointer` removes it when it opens the directory. Restoring the newest step skips damaged ones
+(a file deleted or truncated) with a :class:`CheckpointWarning` naming them, renames them to ``<step>.damaged`` unless
+read-only, and uses the newest step that reads.
+
 :class:`PreemptionFlag` turns SIGTERM into a flag the loop polls: save, then exit.
 """
 
@@ -17,7 +23,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
@@ -38,6 +45,10 @@ class CheckpointError(ValueError):
 
 class ConfigMismatchError(CheckpointError):
     """The config stored in a checkpoint disagrees with the one in use."""
+
+
+class CheckpointWarning(UserWarning):
+    """A damaged checkpoint step was skipped in favour of an earlier one."""
 
 
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -117,7 +128,7 @@ class Checkpointer:
         self.directory = os.path.abspath(os.fspath(directory))
         if read_only and not os.path.isdir(self.directory):
             raise CheckpointError(f"checkpoint directory {self.directory} does not exist; pass the --workdir of a run")
-        self.best_metric, self.best_mode = best_metric, best_mode
+        self.best_metric, self.best_mode, self.read_only = best_metric, best_mode, read_only
         keepers: list[Any] = [policies.LatestN(n=keep)]
         if best_metric is not None:
             keepers.append(
@@ -136,6 +147,8 @@ class Checkpointer:
             read_only=read_only,
             create=not read_only,
             enable_async_checkpointing=async_save,
+            # A run killed while saving leaves <step>.orbax-checkpoint-tmp: never a step, removed on reopening.
+            cleanup_tmp_directories=not read_only,
         )
         handlers = {
             "state": ocp.StandardCheckpointHandler(),
@@ -199,21 +212,61 @@ class Checkpointer:
         return self._manager.best_step()
 
     # -------------------------------------------------------------------------------------------------- restore
-    def _resolve_step(self, step: int | None) -> int:
+    def _read_step(self, step: int | None, read: Callable[[int], Any]) -> Any:
+        """``read(step)``, or with ``step`` None ``read`` of the newest step that can be read.
+
+        Damaged steps newer than that one are skipped with a :class:`CheckpointWarning` and, unless read-only, renamed
+        to ``<step>.damaged``: orbax never writes a step at or below the newest listed one, so a damaged step left in
+        place would keep the resumed run from saving until it passed it.
+        """
         steps = self.all_steps()
         if not steps:
             raise CheckpointError(
                 f"no checkpoint in {self.directory}; train first, or point --workdir at a run that saved one"
             )
-        if step is None:
-            return steps[-1]
-        if step not in steps:
+        if step is not None and step not in steps:
             raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; saved steps: {steps}")
-        return step
+        errors: dict[int, CheckpointError] = {}
+        for candidate in [step] if step is not None else reversed(steps):
+            try:
+                value = read(candidate)
+            except ConfigMismatchError:
+                raise
+            except CheckpointError as e:
+                errors[candidate] = e
+                continue
+            for bad, error in errors.items():
+                self._skip_damaged(bad, candidate, error)
+            return value
+        if step is not None:
+            raise CheckpointError(f"{errors[step]} Restore another step (saved: {steps}) or delete it.")
+        raise CheckpointError(
+            f"no checkpoint in {self.directory} can be read (steps {steps}); the newest: {errors[steps[-1]]} Delete "
+            f"{self.directory} (or use another --workdir) to start over."
+        )
+
+    def _skip_damaged(self, bad: int, used: int, error: CheckpointError) -> None:
+        """Warns that step ``bad`` is skipped for ``used``; moves it aside unless read-only (the chief does)."""
+        where = ""
+        if not self.read_only and jax.process_index() == 0:
+            path = os.path.join(self.directory, str(bad))
+            aside, n = f"{path}.damaged", 1
+            while os.path.exists(aside):
+                aside, n = f"{path}.damaged{n}", n + 1
+            os.rename(path, aside)
+            self._manager.reload()
+            where = f"; moved it to {aside} (delete it once inspected)"
+        warnings.warn(
+            f"checkpoint step {bad} in {self.directory} is damaged, using step {used} instead{where}. {error}",
+            CheckpointWarning,
+            stacklevel=4,
+        )
 
     def restore_config(self, step: int | None = None) -> dict[str, Any]:
-        """The config saved with ``step`` (newest if None)."""
-        step = self._resolve_step(step)
+        """The config saved with ``step``; None: the newest step that can be read (see :meth:`restore`)."""
+        return self._read_step(step, self._read_config)
+
+    def _read_config(self, step: int) -> dict[str, Any]:
         return self._read(step, {"config": ocp.args.JsonRestore()})["config"]
 
     def _read(self, step: int, items: dict[str, Any]) -> Any:
@@ -222,10 +275,8 @@ class Checkpointer:
         except Exception as e:  # orbax raises many types for unreadable files; all mean the same to the user
             detail = " ".join(str(e).split())[:500]
             raise CheckpointError(
-                f"checkpoint step {step} in {self.directory} could not be read ({type(e).__name__}: {detail}). "
-                f"It may be incomplete (a run killed while saving) or corrupt, or saved from a different model. Delete "
-                f"{os.path.join(self.directory, str(step))} to resume from an earlier step; saved steps: "
-                f"{self.all_steps()}"
+                f"checkpoint step {step} ({os.path.join(self.directory, str(step))}) could not be read "
+                f"({type(e).__name__}: {detail}): it is incomplete or corrupt, or was saved from a different model."
             ) from e
 
     def restore(
@@ -241,7 +292,7 @@ class Checkpointer:
 
         Args:
             target: a state or :func:`abstract_state` with the structure, shapes and shardings to restore into.
-            step: the step to restore; None: the newest.
+            step: the step to restore; None: the newest that can be read (newer damaged steps: see the module doc).
             config: the config in use; if given, the saved config's ``compare`` sections must equal it.
             compare: top-level config sections that must match (empty: all).
             data_iterator: a grain iterator to move to the saved position (needs ``data`` saved with the step).
@@ -249,20 +300,24 @@ class Checkpointer:
                 for inference); only those are read.
 
         Raises:
-            CheckpointError: missing/corrupt checkpoint. ConfigMismatchError: the configs differ.
+            CheckpointError: no checkpoint that can be read. ConfigMismatchError: the configs differ.
         """
-        step = self._resolve_step(step)
-        if config is not None:
-            diff = config_differences(self.restore_config(step), config, compare)
-            if diff:
-                raise ConfigMismatchError(
-                    f"checkpoint step {step} in {self.directory} was saved with a different config: {diff} differ. "
-                    f"Use the checkpoint's config (its config item), or start a new --workdir for a new model."
-                )
-        items = {"state": ocp.args.StandardRestore(jax.tree.map(_as_abstract, target), strict=not partial)}
-        if data_iterator is not None:
-            items["data"] = grain_checkpoint.CheckpointRestore(data_iterator)
-        return self._read(step, items)["state"]
+
+        def read(candidate: int) -> PyTree:
+            if config is not None:
+                diff = config_differences(self._read_config(candidate), config, compare)
+                if diff:
+                    raise ConfigMismatchError(
+                        f"checkpoint step {candidate} in {self.directory} was saved with a different config: {diff} "
+                        f"differ. Use the checkpoint's config (its config item), or start a new --workdir for a new "
+                        f"model."
+                    )
+            items = {"state": ocp.args.StandardRestore(jax.tree.map(_as_abstract, target), strict=not partial)}
+            if data_iterator is not None:
+                items["data"] = grain_checkpoint.CheckpointRestore(data_iterator)
+            return self._read(candidate, items)["state"]
+
+        return self._read_step(step, read)
 
 
 class PreemptionFlag:
