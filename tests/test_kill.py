@@ -56,10 +56,10 @@ def _env(cache: str, **park: str) -> dict[str, str]:
 def _start(workdir, cache: str, **park: str) -> subprocess.Popen:
     """``python -m experiments.pretrain`` on ``workdir``; with ``park`` variables, through the parking driver."""
     os.makedirs(workdir, exist_ok=True)
-    log = open(os.path.join(workdir, "console.txt"), "a")
     driver = ["-m", "tests.parked_launch"] if park else []
     cmd = [sys.executable, *driver, "-m", "experiments.pretrain", *FLAGS, f"--workdir={workdir}"]
-    return subprocess.Popen(cmd, cwd=ROOT, env=_env(cache, **park), stdout=log, stderr=subprocess.STDOUT)
+    with open(os.path.join(workdir, "console.txt"), "a") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(cmd, cwd=ROOT, env=_env(cache, **park), stdout=log, stderr=subprocess.STDOUT)
 
 
 def _finish(proc: subprocess.Popen, workdir) -> None:
