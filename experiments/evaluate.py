@@ -15,8 +15,9 @@ from data_pipeline.tokenize import TokenizerConfig
 from possm_jax.eval.evaluate import evaluate
 from possm_jax.train import corpus
 from possm_jax.train.logging import write_metrics_json
-from possm_jax.train.loop import load_checkpoint, tokenizer_config
+from possm_jax.train.model_io import load_checkpoint
 from possm_jax.train.plots import plot_r2_per_session, plot_traces
+from possm_jax.train.run_config import tokenizer_config
 
 
 def evaluate_checkpoint(config: ConfigDict, workdir: str) -> dict[str, Any]:

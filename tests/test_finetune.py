@@ -6,7 +6,7 @@ from flax import nnx
 
 from possm_jax.config import get_preset
 from possm_jax.possm import POSSM
-from possm_jax.train import loop, transfer
+from possm_jax.train import loop, model_io, transfer
 from possm_jax.train.state import param_paths
 from possm_jax.vocab import Vocab
 from tests.test_loop import tiny_config
@@ -76,11 +76,11 @@ def test_ui_on_an_unseen_session_trains_only_its_rows(tmp_path):
 
     # Then every parameter but the new rows is bit-identical to the pretrained one (latent query included) at every
     # saved step, and the new rows changed between steps 1 and 3 (they train).
-    before, units0, sessions0, _, _ = loop.load_checkpoint(str(tmp_path / "pre" / "checkpoints"))
+    before, units0, sessions0, _, _ = model_io.load_checkpoint(str(tmp_path / "pre" / "checkpoints"))
     a = _flat(before)
     saved = {}
     for step in (1, 3):
-        model, units1, sessions1, _, _ = loop.load_checkpoint(str(tmp_path / "ui" / "checkpoints"), step=step)
+        model, units1, sessions1, _, _ = model_io.load_checkpoint(str(tmp_path / "ui" / "checkpoints"), step=step)
         b = saved[step] = _flat(model)
         for path, value in a.items():
             if path not in (transfer.UNIT_TABLE, transfer.SESSION_TABLE):

@@ -1,25 +1,24 @@
-"""train_and_evaluate end to end on the tiny synthetic corpus: learning, SIGTERM save, exact resume, NaN guard,
-config mismatch on resume."""
+"""setup() and train_and_evaluate end to end on the tiny synthetic corpus: learning, every model field in the config,
+SIGTERM save, exact resume, NaN guard, config mismatch on resume."""
 
-import functools
+import dataclasses
 import json
 import os
 import signal
 
 import numpy as np
 import pytest
-from flax import nnx
 
-from data_pipeline.pipeline import make_train_iterator
 from experiments.configs import pretrain
-from possm_jax.possm import POSSM
-from possm_jax.train import corpus, loop
+from experiments.configs.common import apply_overrides
+from possm_jax.backbones.registry import BackboneConfig
+from possm_jax.config import POSSMConfig, get_preset
+from possm_jax.train import loop, model_io, run_config
+from possm_jax.train import setup as setup_lib
 from possm_jax.train.checkpoint import Checkpointer, ConfigMismatchError
 from possm_jax.train.logging import read_scalars
 from possm_jax.train.loss import multitask_loss
-from possm_jax.train.state import create_train_state
-from possm_jax.train.step import NonFiniteLossError, make_train_step
-from possm_jax.train.transfer import full_mask
+from possm_jax.train.step import NonFiniteLossError
 
 STEPS = 6
 
@@ -28,7 +27,7 @@ def tiny_config(steps: int = STEPS):
     """possm_small shrunk for tests: 8 windows per batch (one per simulated device), every step logged."""
     c = pretrain.get_config("possm_small,quick")
     c.data.sessions = "all"
-    c.model.dim, c.model.hidden = 32, 32
+    c.model.dim, c.model.backbone.hidden = 32, 32
     c.train.batch_size, c.train.num_steps, c.train.log_every = 8, steps, 1
     c.train.pack_spikes = False  # one compilation
     c.eval.every, c.checkpoint.every = 1000, 3
@@ -36,36 +35,28 @@ def tiny_config(steps: int = STEPS):
     return c
 
 
-def test_one_step_reduces_loss_on_a_fixed_batch():
-    # Given possm_small (small dims), the reference LAMB and one batch of the tiny corpus,
+def test_one_step_reduces_loss_on_a_fixed_batch(tmp_path):
+    # Given the run that setup() builds for possm_small (small dims) on the tiny corpus, and one of its batches,
     config = tiny_config()
     config.model.ffn_dropout = 0.0
-    recs = corpus.select(corpus.load_corpus("", "tiny"), "all")
-    units, sessions = corpus.build_vocabs(recs)
-    tok = loop.tokenizer_config(config)
-    data = make_train_iterator(recs, corpus.vocab_maps(recs, units, sessions), tok, 8, 0, prefetch=0)
-    batch = next(data)
-    cfg = loop.model_config(config)
-    model = POSSM(cfg, len(units), len(sessions), rngs=nnx.Rngs(0))
-    tx = loop.make_optimizer(config)
-    graphdef, state = create_train_state(model, tx, full_mask(nnx.state(model, nnx.Param)))
-    loss_fn = functools.partial(multitask_loss, task_names=cfg.task_names)
-    step = make_train_step(graphdef, tx, loss_fn, donate=False)
+    run = setup_lib.setup(config, str(tmp_path))
+    batch = loop._next_batch(run, 0)
 
     def loss_of(s):
-        preds, _ = nnx.merge(graphdef, s.params, s.rest)(batch)
-        return float(loss_fn(preds, batch)[0])
+        preds, _ = run.model(s)(batch)
+        return float(multitask_loss(preds, batch, task_names=run.model_config.task_names)[0])
 
     # When one update is applied, then the loss on that batch goes down.
-    before = loss_of(state)
-    state, metrics = step(state, batch, np.zeros(2, np.uint32))
+    before = loss_of(run.state)
+    state, metrics = run.step_fn(run.state, batch, run.rng)
     assert bool(metrics["finite"])
     assert loss_of(state) < before
+    run.checkpointer.close()
 
 
 def _sigterm_after(calls: int, monkeypatch):
     """Wraps the loop's train step so SIGTERM arrives (in-process) right after its ``calls``-th call."""
-    real = loop.make_train_step
+    real = setup_lib.make_train_step
 
     def patched(*args, **kwargs):
         step_fn = real(*args, **kwargs)
@@ -80,16 +71,28 @@ def _sigterm_after(calls: int, monkeypatch):
 
         return wrapped
 
-    monkeypatch.setattr(loop, "make_train_step", patched)
+    monkeypatch.setattr(setup_lib, "make_train_step", patched)
 
 
-def test_model_config_overrides_only_the_fields_that_are_set():
+def test_every_model_field_is_in_the_config_and_round_trips_through_a_checkpoint(tmp_path):
+    # Given the pretrain config of a preset, its model section holds every POSSMConfig field but the chunk length,
     config = pretrain.get_config("possm_small")
-    base = loop.model_config(config)
-    assert base.lag is None and base.dim == 64  # -1 / 0 keep the preset's chunk-causal decoder and width
-    config.model.lag, config.model.hidden = 0.05, 128
-    cfg = loop.model_config(config)
-    assert cfg.lag == 0.05 and cfg.backbone.hidden == 128 and cfg.dim == base.dim
+    preset = get_preset("possm_small")
+    fields = {f.name for f in dataclasses.fields(POSSMConfig)} - {"bin_width"}
+    assert set(config.model.keys()) == fields
+    assert set(config.model.backbone.keys()) == {f.name for f in dataclasses.fields(BackboneConfig)}
+    assert run_config.model_config(config) == preset  # nothing set: exactly the preset
+    # and overrides of any field reach the model config (the chunk length comes from the tokenizer),
+    config.model.lag, config.model.backbone.hidden, config.tokenizer.bin_width = 0.05, 128, 0.02
+    cfg = run_config.model_config(config)
+    assert (cfg.lag, cfg.backbone.hidden, cfg.bin_width, cfg.dim) == (0.05, 128, 0.02, preset.dim)
+    # When a run trains with num_latents=4, depth=1 given as command-line style overrides,
+    small = apply_overrides(tiny_config(2), {"model.num_latents": 4, "model.depth": 1})
+    loop.train_and_evaluate(small, str(tmp_path))
+    # then the checkpoint's model has them, and the saved config prints them in its model section.
+    model, _, _, saved, _ = model_io.load_checkpoint(str(tmp_path / "checkpoints"))
+    assert (model.config.num_latents, model.config.depth) == (4, 1)
+    assert (saved["model"]["num_latents"], saved["model"]["depth"]) == (4, 1)
 
 
 def test_sigterm_saves_resume_is_exact_nan_guard_keeps_checkpoint(tmp_path, monkeypatch):

@@ -5,25 +5,25 @@ Launch (``arg`` = a model preset, optionally ``,quick`` for a short CPU run):
     python -m experiments.pretrain --config=experiments/configs/pretrain.py:possm_small \
         --config.data.dir=runs/demo/data --config.data.sessions=pretrain --workdir=runs/pretrain
 
-Single session (POSSM-SS): the ``single`` synthetic preset is one 15-minute centre-out session (630 s of training
-trials; 5-minute sessions leave POSSM-SS data-limited near 0.90, see the README):
+Single session (POSSM-SS): the ``single`` synthetic preset is one 15-minute centre-out session (the README has the
+measured R² and why 5-minute sessions leave POSSM-SS data-limited):
 
     python -m data_pipeline.synth --preset=single --out=runs/single/data
     python -m experiments.pretrain --config=experiments/configs/pretrain.py:possm_small \
         --config.data.dir=runs/single/data --config.data.sessions=all \
         --config.train.num_steps=1000 --config.eval.every=500 --workdir=runs/possm_ss
 
-(measured on 2 shared CPU cores: 12 min, test R² 0.936 chunk-causal; the binned GRU trained the same way,
-``python -m experiments.calibrate --preset=single --gru_steps=1000``, 0.913. ``--config.model.lag=0.05`` trains a
-strictly causal decoder: 0.894, where the chunk-causal model evaluated at that lag scores 0.621.)
-
-Without ``data.dir`` a synthetic preset (``data.synthetic``) is generated in memory. Model fields left at 0 / -1 /
-'' keep the preset's value.
+``config.model`` holds every field of the chosen preset's :class:`~possm_jax.config.POSSMConfig` (backbone
+included), each settable on the command line, e.g. ``--config.model.num_latents=4 --config.model.depth=1``,
+``--config.model.backbone.kind=s4d`` or ``--config.model.lag=0.05`` (a strictly causal decoder: queries read only
+chunks that ended by ``t - lag``). The chunk length is ``tokenizer.bin_width``, read by the model too.
+Without ``data.dir`` a synthetic preset (``data.synthetic``) is generated in memory.
 """
 
 import ml_collections
 
-from possm_jax.config import preset_names
+from possm_jax.config import get_preset, preset_names
+from possm_jax.train.run_config import model_section
 
 
 def get_config(arg: str = "possm_small") -> ml_collections.ConfigDict:
@@ -40,8 +40,7 @@ def get_config(arg: str = "possm_small") -> ml_collections.ConfigDict:
     quick = option == "quick"
     c = ml_collections.ConfigDict()
     c.data = dict(dir="", synthetic="tiny", seed=0, sessions="pretrain", train_fraction=1.0)
-    # lag >= 0 trains a strictly causal decoder (queries read chunks ended by t - lag; SPEC 6), -1 keeps the preset's.
-    c.model = dict(preset=preset, dim=0, hidden=0, num_layers=0, backbone="", ffn_dropout=-1.0, lag=-1.0)
+    c.model = model_section(get_preset(preset))
     c.tokenizer = dict(bin_width=0.05, window=1.0, target="cursor.vel", target_std=20.0)
     c.train = dict(
         batch_size=64,
@@ -58,4 +57,5 @@ def get_config(arg: str = "possm_small") -> ml_collections.ConfigDict:
     c.eval = dict(every=100 if quick else 1000, batch_size=16, final_split="test", strict=True)
     c.checkpoint = dict(every=100 if quick else 1000, keep=3)
     c.transfer = dict(checkpoint="", mode="full", unfreeze_step=0, subset=False)
+    c.lock()  # a misspelt field fails instead of adding a new one
     return c

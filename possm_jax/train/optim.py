@@ -164,11 +164,20 @@ def lamb(
 
 
 def reference_lamb(
-    global_batch: int, total_steps: int, sparse_rows: SparseRows = None, **kwargs: Any
+    global_batch: int, total_steps: int, sparse_rows: SparseRows = None, lr_scale: float = 1.0, **kwargs: Any
 ) -> optax.GradientTransformation:
-    """LAMB with SPEC 4's schedules: peak LR ``3.125e-5 × global_batch``, flat 50 % then cosine; β1 0.95→0.85→0.95."""
+    """LAMB with the reference schedules: peak LR ``3.125e-5 × global_batch × lr_scale``, flat for the first half of
+    ``total_steps`` then cosine to peak / 1e4; β1 cycles 0.95 → 0.85 → 0.95 over the same span.
+
+    Args:
+        global_batch: windows per update over all devices and processes (the LR is linear in it).
+        total_steps: the run's length, which sets both schedules.
+        sparse_rows: see :func:`lamb`.
+        lr_scale: a factor on the peak learning rate.
+        **kwargs: further :func:`lamb` arguments.
+    """
     return lamb(
-        learning_rate=flat_cosine_lr(peak_learning_rate(global_batch), total_steps),
+        learning_rate=flat_cosine_lr(peak_learning_rate(global_batch) * lr_scale, total_steps),
         b1=cycled_b1(total_steps),
         sparse_rows=sparse_rows,
         **kwargs,

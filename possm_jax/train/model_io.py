@@ -1,0 +1,83 @@
+"""A trained model from a run's checkpoints: the inference entry point, and what a run saves beside its state.
+
+    model, units, sessions, saved_config, step = load_checkpoint("runs/pretrain/checkpoints")
+
+Every checkpoint stores the run's config with two additions: ``vocab`` (the unit and session ids, in row order) and
+``model_config`` (the :class:`~possm_jax.config.POSSMConfig` as a dict). They are all a model needs, so loading
+builds no optimizer state: the restore target's optimizer leaves are shapes only (``jax.eval_shape``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from possm_jax.config import POSSMConfig
+from possm_jax.possm import POSSM
+from possm_jax.train import transfer
+from possm_jax.train.checkpoint import Checkpointer
+from possm_jax.train.run_config import make_optimizer
+from possm_jax.train.state import TrainState
+from possm_jax.vocab import Vocab
+
+BEST_METRIC = "valid_r2"
+"""The validation metric that ranks a run's checkpoints (best-by-validation)."""
+
+
+def saved_config(
+    config: ml_collections.ConfigDict, units: Vocab, sessions: Vocab, model_config: POSSMConfig
+) -> dict[str, Any]:
+    """What a run stores as its checkpoint's config item: the run config, the vocabularies and the model config."""
+    vocab = {"units": list(units.ids[1:]), "sessions": list(sessions.ids[1:])}
+    return {**config.to_dict(), "vocab": vocab, "model_config": model_config.to_dict()}
+
+
+def vocabs_from_saved(saved: dict[str, Any]) -> tuple[Vocab, Vocab]:
+    """The ``(units, sessions)`` vocabularies stored in a checkpoint's config.
+
+    Raises:
+        ValueError: the config has no ``vocab`` entry (not written by a possm-jax training run).
+    """
+    if "vocab" not in saved:
+        raise ValueError("checkpoint config has no 'vocab' entry; was it written by a possm-jax training run?")
+    return Vocab(saved["vocab"]["units"], "unit"), Vocab(saved["vocab"]["sessions"], "session")
+
+
+def model_from_saved(saved: dict[str, Any], seed: int = 0) -> tuple[POSSM, Vocab, Vocab]:
+    """A freshly initialised model with the architecture and vocabularies of a saved config."""
+    units, sessions = vocabs_from_saved(saved)
+    cfg = POSSMConfig.from_dict(saved["model_config"])
+    return POSSM(cfg, len(units), len(sessions), rngs=nnx.Rngs(seed)), units, sessions
+
+
+def load_checkpoint(directory: str, step: int | None = None) -> tuple[POSSM, Vocab, Vocab, dict[str, Any], int]:
+    """A trained model from a run's checkpoint directory (``<workdir>/checkpoints``).
+
+    Args:
+        directory: the checkpoint directory.
+        step: the step to load; None: the best-by-validation step, else the newest.
+
+    Returns:
+        ``(model, units, sessions, saved_config, step)``.
+
+    Raises:
+        CheckpointError: the directory or step is missing, or the checkpoint cannot be read.
+    """
+    source = Checkpointer(directory, read_only=True, best_metric=BEST_METRIC)
+    try:
+        if step is None:
+            step = source.best_step() or source.latest_step()
+        saved = source.restore_config(step)
+        model, units, sessions = model_from_saved(saved)
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        # The optimizer state's shapes come from jax.eval_shape: it is never initialised, only read and dropped.
+        opt_shapes = jax.eval_shape(make_optimizer(ml_collections.ConfigDict(saved)).init, params)
+        mask = jax.tree.map(np.asarray, transfer.full_mask(params))
+        state = source.restore(TrainState(np.zeros((), np.int32), params, rest, opt_shapes, mask), step=step)
+    finally:
+        source.close()
+    return nnx.merge(graphdef, state.params, state.rest), units, sessions, saved, int(step)

@@ -1,0 +1,240 @@
+"""``setup(config, workdir)``: the pieces of one training run, built once and shared by every caller.
+
+A run is a fresh model, a finetuning of a pretrained checkpoint, or the resumption of the run's own newest
+checkpoint. :func:`setup` settles which, and returns a :class:`Run`: the data, the vocabularies, the replicated train
+state, the device mesh, the jitted step and the checkpointer. :mod:`possm_jax.train.loop` runs it; the benchmark and
+the baselines' trainer build their state with :func:`init_training`, the same constructor :func:`setup` uses.
+
+What goes in (``experiments/configs/pretrain.py`` documents every field):
+
+- ``data``: recordings from ``data.dir`` (a directory of ``.h5`` sessions, optionally with the synthetic
+  ``dataset.json`` that marks held-out sessions) or a synthetic preset generated in memory; ``data.sessions`` selects;
+  the train split is cut to its first ``data.train_fraction``.
+- ``model`` + ``tokenizer.bin_width``: the :class:`~possm_jax.config.POSSMConfig` (see :mod:`run_config`).
+- ``train``: LAMB with the reference schedules (peak LR linear in the global batch), data-parallel over all devices.
+- ``transfer``: a pretrained checkpoint whose vocabularies are extended with the new ids, and what trains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import jax
+import ml_collections
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from data_pipeline.buckets import BatchSizes
+from data_pipeline.pipeline import make_train_iterator
+from data_pipeline.recording import Recording
+from data_pipeline.tokenize import TokenizerConfig
+from data_pipeline.unit_dropout import UnitDropoutConfig
+from possm_jax.config import POSSMConfig
+from possm_jax.eval.evaluate import evaluate
+from possm_jax.possm import POSSM
+from possm_jax.train import corpus as corpus_lib
+from possm_jax.train import transfer
+from possm_jax.train.checkpoint import Checkpointer, abstract_state
+from possm_jax.train.loss import multitask_loss
+from possm_jax.train.model_io import BEST_METRIC, load_checkpoint, saved_config, vocabs_from_saved
+from possm_jax.train.run_config import make_optimizer, model_config, tokenizer_config
+from possm_jax.train.sharding import data_shard, make_mesh, replicate
+from possm_jax.train.state import TrainState, create_train_state
+from possm_jax.train.step import make_train_step
+from possm_jax.types import Array, PyTree
+from possm_jax.vocab import Vocab
+
+StepFn = Callable[[TrainState, Mapping[str, Array], Array], tuple[TrainState, dict[str, Array]]]
+
+
+def init_training(
+    model: nnx.Module,
+    tx: optax.GradientTransformation,
+    loss_fn: Callable,
+    *,
+    trainable: PyTree | None = None,
+    mesh: Mesh | None = None,
+    donate: bool = True,
+) -> tuple[nnx.GraphDef, TrainState, StepFn]:
+    """The train state of ``model`` and its jitted step: ``(graphdef, state, step_fn)``.
+
+    Args:
+        model: any nnx model whose ``__call__(batch, rngs=...)`` returns ``(predictions, state)``.
+        tx: the optimizer.
+        loss_fn: ``loss_fn(predictions, batch) -> (loss, metrics)``.
+        trainable: a mask (see :func:`possm_jax.train.state.trainable_mask`); None trains everything.
+        mesh: a device mesh: the state is replicated on it and the step splits batches over ``data``.
+        donate: reuse the input state's buffers for the output.
+    """
+    graphdef, state = create_train_state(model, tx, trainable)
+    if mesh is not None:
+        state = replicate(state, mesh)
+    return graphdef, state, make_train_step(graphdef, tx, loss_fn, mesh=mesh, donate=donate)
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything one training run needs, built by :func:`setup`.
+
+    Attributes:
+        config: the run config.
+        workdir: output directory (``checkpoints/``, ``tb/``, ``metrics.json``, plots).
+        tokenizer: windows and queries.
+        model_config: the model's hyper-parameters.
+        units: unit vocabulary (rows of the unit table).
+        sessions: session vocabulary.
+        mesh: the device mesh (``data`` axis).
+        graphdef: the model's static graph.
+        state: the train state, replicated on ``mesh`` (restored when the run resumes).
+        step_fn: the jitted train step.
+        rng: the dropout key, replicated.
+        data: the training batch iterator (grain; its position is checkpointed).
+        checkpointer: the run's checkpoints.
+        saved_config: the config item every checkpoint stores (run config + vocabularies + model config).
+        recordings: the selected sessions, whole (validation and the final evaluation read these).
+        vocab_maps: per recording, its units' and session's vocabulary indices.
+    """
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    tokenizer: TokenizerConfig
+    model_config: POSSMConfig
+    units: Vocab
+    sessions: Vocab
+    mesh: Mesh
+    graphdef: nnx.GraphDef
+    state: TrainState
+    step_fn: StepFn
+    rng: Array
+    data: Iterator[dict[str, Any]]
+    checkpointer: Checkpointer
+    saved_config: dict[str, Any]
+    recordings: list[Recording]
+    vocab_maps: list
+
+    def model(self, state: TrainState | None = None) -> POSSM:
+        """The model holding ``state``'s variables (default: the run's current state)."""
+        state = self.state if state is None else state
+        return nnx.merge(self.graphdef, state.params, state.rest)
+
+    def evaluate(self, state: TrainState, split: str, strict: bool = False, num_traces: int = 0) -> dict[str, Any]:
+        """Whole-trial evaluation of ``state`` on ``split`` of every selected session."""
+        batch = self.config.eval.batch_size
+        model = self.model(state)
+        return evaluate(model, self.recordings, self.vocab_maps, self.tokenizer, split, batch, strict, num_traces)
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
+    """Builds the run described by ``config`` in ``workdir``; resumes from its newest checkpoint if it has one.
+
+    Raises:
+        ValueError: bad data directory, session selection or transfer mode (``DataError``), missing or corrupt
+            checkpoints (``CheckpointError``), a resumed run whose model config differs (``ConfigMismatchError``).
+    """
+    os.makedirs(workdir, exist_ok=True)
+    transfer.check_mode(config.transfer.mode)
+    recordings = corpus_lib.select(
+        corpus_lib.load_corpus(config.data.dir, config.data.synthetic, config.data.seed), config.data.sessions
+    )
+    train_recs = [corpus_lib.restrict_train(r, config.data.train_fraction) for r in recordings]
+    ckpt = Checkpointer(
+        os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep, best_metric=BEST_METRIC, best_mode="max"
+    )
+    tx = make_optimizer(config)
+    resume = ckpt.latest_step() is not None
+    cfg, units, sessions, model, trainable = _initial_model(config, ckpt if resume else None, train_recs)
+    mesh = make_mesh()
+    tok = tokenizer_config(config)
+    data = _train_data(config, tok, train_recs, corpus_lib.vocab_maps(train_recs, units, sessions))
+    loss_fn = functools.partial(multitask_loss, task_names=cfg.task_names)
+    graphdef, state, step_fn = init_training(model, tx, loss_fn, trainable=trainable, mesh=mesh)
+    saved = saved_config(config, units, sessions, cfg)
+    if resume:
+        # The model section and the model config must match the checkpoint's; the vocabulary came from it.
+        state = ckpt.restore(
+            abstract_state(state, mesh), config=saved, compare=("model", "model_config"), data_iterator=data
+        )
+    rng = replicate(jax.random.PRNGKey(config.train.seed), mesh)
+    maps = corpus_lib.vocab_maps(recordings, units, sessions)
+    return Run(
+        config, workdir, tok, cfg, units, sessions, mesh, graphdef, state, step_fn, rng, data, ckpt, saved,
+        recordings, maps,
+    )  # fmt: skip
+
+
+def _initial_model(
+    config: ml_collections.ConfigDict, resume_from: Checkpointer | None, train_recs: list[Recording]
+) -> tuple[POSSMConfig, Vocab, Vocab, POSSM, PyTree]:
+    """``(model config, units, sessions, model, trainable mask)`` before any checkpoint of this run is restored.
+
+    Resuming takes the vocabularies and model config from the run's own checkpoint; finetuning carries the pretrained
+    weights over to vocabularies extended with the new ids; otherwise a fresh model is built from ``config.model``.
+    """
+    seed = config.train.seed
+    if resume_from is not None:
+        saved = resume_from.restore_config()
+        units, sessions = vocabs_from_saved(saved)
+        cfg = POSSMConfig.from_dict(saved["model_config"])
+        model = POSSM(cfg, len(units), len(sessions), rngs=nnx.Rngs(seed))
+        return cfg, units, sessions, model, transfer.full_mask(nnx.state(model, nnx.Param))
+    if config.transfer.checkpoint:
+        return _pretrained_model(config, train_recs)
+    units, sessions = corpus_lib.build_vocabs(train_recs)
+    cfg = model_config(config)
+    model = POSSM(cfg, len(units), len(sessions), rngs=nnx.Rngs(seed))
+    return cfg, units, sessions, model, transfer.full_mask(nnx.state(model, nnx.Param))
+
+
+def _pretrained_model(
+    config: ml_collections.ConfigDict, train_recs: list[Recording]
+) -> tuple[POSSMConfig, Vocab, Vocab, POSSM, PyTree]:
+    """The model of ``config.transfer.checkpoint`` carried over to vocabularies extended with ``train_recs``' ids."""
+    pretrained, old_units, old_sessions, _, _ = load_checkpoint(config.transfer.checkpoint)
+    units, sessions = transfer.transfer_vocabs(
+        old_units,
+        old_sessions,
+        corpus_lib.unit_ids(train_recs),
+        [r.session_key for r in train_recs],
+        subset=config.transfer.subset,
+    )
+    cfg = pretrained.config
+    model = POSSM(cfg, len(units), len(sessions), rngs=nnx.Rngs(config.train.seed))
+    params = nnx.state(model, nnx.Param)
+    carried, fresh_units, fresh_sessions = transfer.transfer_params(
+        nnx.to_pure_dict(nnx.state(pretrained, nnx.Param)),
+        nnx.to_pure_dict(params),
+        (old_units, old_sessions),
+        (units, sessions),
+        jax.random.PRNGKey(config.train.seed),
+    )
+    nnx.replace_by_pure_dict(params, carried)
+    nnx.update(model, params)
+    mask = transfer.transfer_mask(params, config.transfer.mode, fresh_units, fresh_sessions)
+    return cfg, units, sessions, model, mask
+
+
+def _train_data(
+    config: ml_collections.ConfigDict, tok: TokenizerConfig, recordings: list[Recording], maps: list
+) -> Iterator[dict[str, Any]]:
+    """This process's share of the training batches (grain; its position is checkpointed)."""
+    shard_index, shard_count = data_shard()
+    sizes = None
+    if config.train.max_spikes > 0:
+        sizes = BatchSizes(s=config.train.max_spikes, q=config.train.max_queries, c=tok.window_chunks)
+    return make_train_iterator(
+        recordings,
+        maps,
+        tok,
+        config.train.batch_size // shard_count,
+        config.train.seed,
+        num_workers=config.train.num_workers,
+        shard_index=shard_index,
+        shard_count=shard_count,
+        unit_dropout=UnitDropoutConfig() if config.train.unit_dropout else None,
+        sizes=sizes,
+    )
