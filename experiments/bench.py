@@ -74,8 +74,7 @@ def training_throughput(batch_size: int, steps: int, log: Callable[[str], None])
     from possm_jax.possm import POSSM
     from possm_jax.train.loss import multitask_loss
     from possm_jax.train.optim import reference_lamb
-    from possm_jax.train.state import create_train_state
-    from possm_jax.train.step import make_train_step
+    from possm_jax.train.setup import init_training
 
     rec = bench_accuracy.centre_out_sessions(1)[0]
     u, cfg = len(rec.unit_ids), TokenizerConfig()
@@ -85,10 +84,8 @@ def training_throughput(batch_size: int, steps: int, log: Callable[[str], None])
     width = max(packed_width(b, 1) for b in raw)
     batches = [{k: jnp.asarray(v) for k, v in pack_spikes(b, width=width).items()} for b in raw]
     model = POSSM(get_preset("possm_small"), u + 1, 2, rngs=nnx.Rngs(0))
-    tx = reference_lamb(batch_size, 1000)
-    graphdef, state = create_train_state(model, tx)
     names = model.config.task_names
-    step_fn = make_train_step(graphdef, tx, lambda p, b: multitask_loss(p, b, names))
+    _, state, step_fn = init_training(model, reference_lamb(batch_size, 1000), lambda p, b: multitask_loss(p, b, names))
     rng = jax.random.key(0)
     t = time.perf_counter()
     state, metrics = step_fn(state, batches[0], rng)

@@ -1,7 +1,8 @@
 """A minimal single-process trainer shared by the benchmark's models (POSSM, binned RNNs, POYO).
 
-It is the project's training infrastructure in a loop and nothing more: :func:`~possm_jax.train.reference_lamb`
-(SPEC 4 schedules), :func:`~possm_jax.train.loss.multitask_loss`, :func:`~possm_jax.train.step.make_train_step`.
+It is the project's training infrastructure in a loop and nothing more: :func:`~possm_jax.train.optim.reference_lamb`
+(the reference schedules), :func:`~possm_jax.train.loss.multitask_loss` and
+:func:`~possm_jax.train.setup.init_training` (the state and jitted step every trainer builds).
 Any nnx model whose ``__call__(batch, *, rngs)`` returns ``({task: [b, q, y]}, state)`` and any iterator of batches
 holding what that model and the loss read (``query_task``, ``target``, ``weight``) can be trained with it.
 """
@@ -19,8 +20,8 @@ from flax import nnx
 
 from possm_jax.train.loss import multitask_loss
 from possm_jax.train.optim import reference_lamb
-from possm_jax.train.state import create_train_state
-from possm_jax.train.step import LossFn, check_finite, make_train_step
+from possm_jax.train.setup import init_training
+from possm_jax.train.step import LossFn, check_finite
 
 
 def fit(
@@ -41,7 +42,7 @@ def fit(
       batches: endless iterator of host batches.
       steps: number of updates (>= 1).
       task_names: the model's tasks in ``query_task`` order.
-      batch_size: windows per batch (sets the LAMB peak learning rate, SPEC 4).
+      batch_size: windows per batch (sets the LAMB peak learning rate).
       seed: dropout seed.
       log: optional progress printer (called about 5 times).
       loss_fn: ``(preds, batch) -> (loss, metrics)``; default :func:`multitask_loss` (MSE) over ``task_names``
@@ -52,10 +53,8 @@ def fit(
     """
     if steps < 1:
         raise ValueError(f"steps: need at least 1 training step, got {steps}")
-    tx = reference_lamb(batch_size, steps)
-    graphdef, state = create_train_state(model, tx)
     loss_fn = loss_fn or functools.partial(multitask_loss, task_names=tuple(task_names))
-    step_fn = make_train_step(graphdef, tx, loss_fn)
+    _, state, step_fn = init_training(model, reference_lamb(batch_size, steps), loss_fn)
     rng = jax.random.key(seed)
     losses: list[float] = []
     start = time.perf_counter()
