@@ -1,5 +1,8 @@
 """What every launcher shares: ``--config`` / ``--workdir`` flags defined only when launched, unknown config keys
-reported with the closest valid key, and user errors printed as one line (exit status 1) instead of a traceback.
+reported with the closest valid key, user errors printed as one line (exit status 1) instead of a traceback, and
+multi-process setup before JAX starts: a cluster (SLURM, Open MPI, ``JAX_COORDINATOR_ADDRESS``) is detected, or a job
+is started by hand with ``--coordinator_address=localhost:PORT --num_processes=N --process_id=i`` (one launch per
+id); ``--num_cpu_devices`` simulates devices on CPU. Recipes: ``docs/scaling.md``.
 
 The console shows progress bars, warnings and a short summary at the end; absl INFO lines (orbax writes hundreds per
 run) come back with absl's ``--verbosity=0`` (``-v 0``; ``1`` adds debug lines).
@@ -16,6 +19,7 @@ from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
 
 from experiments.configs.common import parse_flags
+from possm_jax.train.sharding import maybe_initialize_distributed
 from possm_jax.train.step import NonFiniteLossError
 
 USER_ERRORS = (ValueError, NonFiniteLossError)
@@ -72,11 +76,22 @@ def launch(run: Callable[[ConfigDict, str], object], help_text: str, default_wor
     config = config_flags.DEFINE_config_file("config", None, help_text, lock_config=True)
     workdir = flags.DEFINE_string("workdir", default_workdir, "Output directory (checkpoints, logs, metrics).")
     flags.mark_flags_as_required(["config"])
+    coordinator = flags.DEFINE_string("coordinator_address", "", "host:port of process 0 of a hand-started job.")
+    num_processes = flags.DEFINE_integer("num_processes", 1, "Processes in a hand-started job.")
+    process_id = flags.DEFINE_integer("process_id", 0, "This process's id in a hand-started job (0 .. N-1).")
+    cpu_devices = flags.DEFINE_integer("num_cpu_devices", 0, "Simulated CPU devices per process (0: one).")
 
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         quiet_logging()
+        distributed = dict(
+            coordinator_address=coordinator.value,
+            num_processes=num_processes.value,
+            process_id=process_id.value,
+            num_cpu_devices=cpu_devices.value,
+        )
+        run_or_exit(lambda: maybe_initialize_distributed(**distributed))  # before anything touches the JAX backend
         result = run_or_exit(lambda: run(config.value, workdir.value))
         if isinstance(result, Mapping) and jax.process_index() == 0:
             print("\n".join(summary_lines(result, workdir.value)))

@@ -1,13 +1,14 @@
 """Checkpoints: train state + data iterator state + config in one orbax ``CheckpointManager``.
 
 Each step directory holds three items: ``state`` (the :class:`~possm_jax.train.state.TrainState` pytree, orbax
-``StandardSave``), ``data`` (the grain iterator position, grain's own orbax handler) and ``config`` (JSON). Retention
-keeps the ``keep`` newest steps plus the ``keep_best`` best by a validation metric passed to :meth:`Checkpointer.save`.
+``StandardSave``), ``data`` (the grain iterator position, one file per process, :class:`DataHandler`) and ``config``
+(JSON). Retention keeps the ``keep`` newest steps plus the ``keep_best`` best by a validation metric passed to
+:meth:`Checkpointer.save`.
 
 Restoring takes a *target* state whose leaves carry the shardings wanted now (see :func:`abstract_state`), so a run
-saved on 8 devices restores onto 1 and vice versa. Failures raise :class:`CheckpointError` (a ValueError) naming the
-directory, the step and what to do; a config that differs from the saved one raises :class:`ConfigMismatchError`
-naming the differing keys.
+saved on 8 devices restores onto 1 and vice versa, and one saved by 2 processes restores in 1 and vice versa.
+Failures raise :class:`CheckpointError` (a ValueError) naming the directory, the step and what to do; a config
+that differs from the saved one raises :class:`ConfigMismatchError` naming the differing keys.
 
 A step is written into ``<step>.orbax-checkpoint-tmp`` and renamed to ``<step>`` once every item is on disk, so a
 run killed while saving (even ``kill -9``) leaves only that temporary directory: it is never listed or restored, and
@@ -15,11 +16,12 @@ a writable :class:`Checkpointer` removes it when it opens the directory. Restori
 (a file deleted or truncated) with a :class:`CheckpointWarning` naming them, renames them to ``<step>.damaged`` unless
 read-only, and uses the newest step that reads.
 
-:class:`PreemptionFlag` turns SIGTERM into a flag the loop polls: save, then exit.
+:class:`PreemptionFlag` turns SIGTERM into a flag the loop polls: save, then exit (all processes, if any got it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -28,8 +30,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from grain import checkpoint as grain_checkpoint
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from orbax.checkpoint import checkpoint_managers as policies
 
@@ -97,6 +102,45 @@ def _as_abstract(x: Any) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
 
 
+class DataHandler(grain_checkpoint.CheckpointHandler):
+    """grain's iterator handler, also readable by a different number of processes.
+
+    Each process saves its iterator's position in its own file. Every process is at the same index of its own slice of
+    the same global batches (its rows of batch ``k``), so when this process's file is missing (the run was saved with
+    another process count) any saved file holds the right position, provided the global batch size is unchanged.
+    """
+
+    def restore(self, directory: epath.Path, item: Any = None, args: Any = None) -> Any:
+        """Moves the iterator (``args.item``) to the saved position."""
+        own = directory / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        saved = sorted(directory.glob("process_*-of-*.json"))
+        if own.exists() or not saved:
+            return super().restore(directory, item, args)
+        positions = {json.dumps(json.loads(f.read_text()), sort_keys=True) for f in saved}
+        if len(positions) > 1:
+            raise CheckpointError(f"data item in {directory}: processes saved different positions {sorted(positions)}")
+        iterator = item or args.item
+        iterator.set_state(json.loads(positions.pop()))
+        iterator.start_prefetch()  # as grain's own restore does
+        return iterator
+
+
+@ocp.args.register_with_handler(DataHandler, for_save=True)
+@dataclasses.dataclass
+class DataSave(ocp.args.CheckpointArgs):
+    """Orbax args: save the grain iterator ``item``'s position with :class:`DataHandler`."""
+
+    item: Any
+
+
+@ocp.args.register_with_handler(DataHandler, for_restore=True)
+@dataclasses.dataclass
+class DataRestore(ocp.args.CheckpointArgs):
+    """Orbax args: move the grain iterator ``item`` to the saved position with :class:`DataHandler`."""
+
+    item: Any
+
+
 class Checkpointer:
     """Saves and restores train state, data-iterator state and config under ``directory``.
 
@@ -152,7 +196,7 @@ class Checkpointer:
         )
         handlers = {
             "state": ocp.StandardCheckpointHandler(),
-            "data": grain_checkpoint.CheckpointHandler(),
+            "data": DataHandler(),
             "config": ocp.JsonCheckpointHandler(),
         }
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
@@ -182,7 +226,7 @@ class Checkpointer:
             raise ValueError(f"metrics: missing best_metric {self.best_metric!r}; got {sorted(metrics)}")
         items = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(dict(config))}
         if data_iterator is not None:
-            items["data"] = grain_checkpoint.CheckpointSave(data_iterator)
+            items["data"] = DataSave(data_iterator)
         self._manager.save(int(step), args=ocp.args.Composite(**items), metrics=dict(metrics) if metrics else None)
 
     def wait(self) -> None:
@@ -314,7 +358,7 @@ class Checkpointer:
                     )
             items = {"state": ocp.args.StandardRestore(jax.tree.map(_as_abstract, target), strict=not partial)}
             if data_iterator is not None:
-                items["data"] = grain_checkpoint.CheckpointRestore(data_iterator)
+                items["data"] = DataRestore(data_iterator)
             return self._read(candidate, items)["state"]
 
         return self._read_step(step, read)
@@ -334,14 +378,25 @@ class PreemptionFlag:
 
     def __init__(self, signals: Iterable[int] = (signal.SIGTERM,)):
         self.signals = tuple(signals)
-        self.requested = False
         self.signal_name: str | None = None
+        self._received = 0  # the signal number this process got, 0 for none
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         del frame
-        self.requested = True
+        self._received = signum
         self.signal_name = signal.Signals(signum).name
+
+    @property
+    def requested(self) -> bool:
+        """Whether to save and stop. With several processes it is True on all of them once any got a signal, so
+        they save and stop at the same step; reading it is then a collective: every process reads it once per step."""
+        received = self._received
+        if jax.process_count() > 1:
+            received = int(np.max(multihost_utils.process_allgather(np.int32(received))))
+        if received and self.signal_name is None:
+            self.signal_name = f"{signal.Signals(received).name} (to another process)"
+        return bool(received)
 
     def __enter__(self) -> PreemptionFlag:
         for sig in self.signals:
