@@ -1,7 +1,5 @@
 """GRU backbone: numpy reference, torch fixture parity, streaming vs window, dropout, weight loading."""
 
-import pathlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,8 +8,6 @@ from flax import nnx
 
 from possm_jax.backbones.gru import GRU, load_torch_gru_weights
 from possm_jax.backbones.registry import BackboneConfig, build_backbone
-
-FIXTURE = pathlib.Path("/work/shared/fixtures/possm_small_seed0.npz")
 
 
 def _sigmoid(v: np.ndarray) -> np.ndarray:
@@ -72,10 +68,9 @@ def test_multilayer_gru_matches_numpy_reference():
     np.testing.assert_allclose(np.asarray(h_last), h_ref, atol=1e-5, rtol=0)
 
 
-@pytest.mark.skipif(not FIXTURE.exists(), reason="torch parity fixture not available")
-def test_gru_matches_torch_fixture():
+def test_gru_matches_torch_fixture(reference_fixture):
     # Given the reference POSSM-small GRU weights and its recorded encoder outputs
-    z = np.load(FIXTURE, allow_pickle=False)
+    z = np.load(reference_fixture, allow_pickle=False)
     gru = GRU(64, 256, 1, rngs=nnx.Rngs(0))
     load_torch_gru_weights(gru, z, prefix="param/backbone.net.")
     # When the window runs from a zero state

@@ -7,8 +7,6 @@ reference than the float32 reference itself is.
 """
 
 import json
-import os
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -19,11 +17,7 @@ from possm_jax.config import get_preset
 from possm_jax.convert_torch import load_reference_npz, load_reference_state_dict
 from possm_jax.possm import POSSM, DecoderTimes
 
-FIXTURE = Path(os.environ.get("POSSM_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
-FIXTURE = FIXTURE / "possm_small_seed0.npz"
 ATOL = 1e-5
-
-pytestmark = pytest.mark.skipif(not FIXTURE.exists(), reason=f"reference fixture not found at {FIXTURE}")
 
 
 def _rope_embedding(rot) -> np.ndarray:
@@ -34,12 +28,12 @@ def _rope_embedding(rot) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def fx():
-    with np.load(FIXTURE, allow_pickle=False) as z:
+def fx(reference_fixture):
+    with np.load(reference_fixture, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     meta = json.loads(str(arrays["meta/config"]))
     model = POSSM(get_preset("possm_small"), num_units=41, num_sessions=3, rngs=nnx.Rngs(0))
-    load_reference_state_dict(model, load_reference_npz(FIXTURE))
+    load_reference_state_dict(model, load_reference_npz(reference_fixture))
     b, t, m = arrays["in/spike_unit_index"].shape
     bw = meta["model_kwargs"]["bin_width"]
     q_abs = np.asarray(meta["query_times_f64"], np.float64).reshape(b, -1)
@@ -138,9 +132,9 @@ def test_local_frame_forward_tracks_float64_reference(fx):
     assert ours < 0.5 * reference
 
 
-def test_converter_rejects_bad_state_dict_and_leaves_model_untouched(fx):
+def test_converter_rejects_bad_state_dict_and_leaves_model_untouched(fx, reference_fixture):
     model, _, _, _ = fx
-    tensors = load_reference_npz(FIXTURE)
+    tensors = load_reference_npz(reference_fixture)
     fresh = POSSM(get_preset("possm_small"), num_units=41, num_sessions=3, rngs=nnx.Rngs(1))
     before = np.asarray(fresh.encoder.attn.to_q.kernel[...]).copy()
     missing = {k: v for k, v in tensors.items() if k != "dec_atn.to_kv.weight"}

@@ -11,7 +11,7 @@
 from possm_jax.nn.attention import RotaryCrossAttention, masked_attention, segment_attention
 from possm_jax.nn.decoder import OutputDecoder, band_key_times, band_length, band_offsets
 from possm_jax.nn.encoder import SpikeEncoder, latent_times
-from possm_jax.nn.ffn import FeedForward, dropout, geglu
+from possm_jax.nn.ffn import FeedForward, geglu
 from possm_jax.nn.rope import RotaryTime, rope_angles, rope_frequencies, rotate
 
 __all__ = [
@@ -23,7 +23,6 @@ __all__ = [
     "band_key_times",
     "band_length",
     "band_offsets",
-    "dropout",
     "geglu",
     "latent_times",
     "masked_attention",

@@ -14,14 +14,6 @@ def geglu(h: Array) -> Array:
     return value * jax.nn.gelu(gate, approximate=False)
 
 
-def dropout(x: Array, rate: float, rngs: nnx.Rngs | None) -> Array:
-    """Inverted dropout, active iff ``rngs`` is given and ``rate > 0``; draws from the ``dropout`` stream."""
-    if rngs is None or rate <= 0.0:
-        return x
-    keep = jax.random.bernoulli(rngs.dropout(), 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0.0)
-
-
 class FeedForward(nnx.Module):
     """``x -> FFN(LN(x))`` (the residual is added by the caller): Linear d->2*mult*d, GEGLU, dropout, Linear.
 
@@ -33,7 +25,7 @@ class FeedForward(nnx.Module):
     """
 
     def __init__(self, dim: int, *, rngs: nnx.Rngs, mult: int = 4, dropout_rate: float = 0.0):
-        self.dropout_rate = dropout_rate
+        self.dropout = nnx.Dropout(dropout_rate)  # inverted dropout from the ``dropout`` stream, as in the backbones
         self.norm = layer_norm(dim, rngs=rngs)
         self.proj_in = torch_linear(dim, 2 * mult * dim, rngs=rngs)
         self.proj_out = torch_linear(mult * dim, dim, rngs=rngs)
@@ -41,4 +33,4 @@ class FeedForward(nnx.Module):
     def __call__(self, x: Array, *, rngs: nnx.Rngs | None = None) -> Array:
         """x: [..., d] -> [..., d] update."""
         h = geglu(self.proj_in(self.norm(x)))
-        return self.proj_out(dropout(h, self.dropout_rate, rngs))
+        return self.proj_out(self.dropout(h, deterministic=rngs is None, rngs=rngs))

@@ -21,7 +21,7 @@ from possm_jax.possm import POSSM
 from possm_jax.train import transfer
 from possm_jax.train.checkpoint import Checkpointer
 from possm_jax.train.run_config import make_optimizer
-from possm_jax.train.state import TrainState
+from possm_jax.train.state import TrainState, merge_model
 from possm_jax.vocab import Vocab
 
 BEST_METRIC = "valid_r2"
@@ -80,4 +80,4 @@ def load_checkpoint(directory: str, step: int | None = None) -> tuple[POSSM, Voc
         state = source.restore(TrainState(np.zeros((), np.int32), params, rest, opt_shapes, mask), step=step)
     finally:
         source.close()
-    return nnx.merge(graphdef, state.params, state.rest), units, sessions, saved, int(step)
+    return merge_model(graphdef, state), units, sessions, saved, int(step)

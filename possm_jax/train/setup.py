@@ -44,7 +44,7 @@ from possm_jax.train.loss import multitask_loss
 from possm_jax.train.model_io import BEST_METRIC, load_checkpoint, saved_config, vocabs_from_saved
 from possm_jax.train.run_config import make_optimizer, model_config, tokenizer_config
 from possm_jax.train.sharding import data_shard, make_mesh, replicate
-from possm_jax.train.state import TrainState, create_train_state
+from possm_jax.train.state import TrainState, create_train_state, merge_model
 from possm_jax.train.step import make_train_step
 from possm_jax.types import Array, PyTree
 from possm_jax.vocab import Vocab
@@ -119,8 +119,7 @@ class Run:
 
     def model(self, state: TrainState | None = None) -> POSSM:
         """The model holding ``state``'s variables (default: the run's current state)."""
-        state = self.state if state is None else state
-        return nnx.merge(self.graphdef, state.params, state.rest)
+        return merge_model(self.graphdef, self.state if state is None else state)
 
     def evaluate(self, state: TrainState, split: str, strict: bool = False, num_traces: int = 0) -> dict[str, Any]:
         """Whole-trial evaluation of ``state`` on ``split`` of every selected session."""
