@@ -23,6 +23,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,8 +39,36 @@ ACCURACY_TO_LATENCY = {
 }
 """Accuracy model -> latency row used for its x coordinate in the accuracy–latency plot."""
 
-LATENCY_THREADS = {"full": ("1", "all"), "quick": ("1",), "smoke": ("1", "all")}
-"""Thread settings the latency section measures per mode (each is a child process compiling every model)."""
+
+class BenchMode(NamedTuple):
+    """What one mode of the suite measures: every per-mode setting, in one record."""
+
+    latency_threads: tuple[str, ...]  # thread settings, each a child process compiling every model
+    latency: tuple  # bench_latency.MODES entry: presets, rates, timed steps, re-run presets, POYO widths, batches
+    streaming: tuple  # bench_latency.STREAMING_MODES entry: weight formats, profiled presets, stream counts
+    training_batch: int  # training throughput: windows per batch
+    training_steps: int  # and timed steps
+    data_seconds: float  # data throughput: seconds of window building
+    accuracy: bench_accuracy.Budget  # accuracy: which models train for how many steps
+
+
+MODES = {
+    name: BenchMode(
+        threads,
+        bench_latency.MODES[name],
+        bench_latency.STREAMING_MODES[name],
+        batch,
+        steps,
+        data_s,
+        bench_accuracy.BUDGETS[name],
+    )  # fmt: skip
+    for name, threads, batch, steps, data_s in (
+        ("full", ("1", "all"), 64, 30, 5.0),
+        ("quick", ("1",), 64, 8, 2.0),
+        ("smoke", ("1", "all"), 8, 2, 0.5),
+    )
+}
+"""Bench modes: ``full`` (``make bench``), ``quick`` (``make bench-quick``) and ``smoke`` (the test's)."""
 
 
 def machine_info() -> dict:
@@ -288,17 +317,16 @@ def run(out: str, mode: str, log: Callable[[str], None] = print) -> dict:
         "streaming latency",
         lambda: {
             threads: bench_latency.run_subprocess(mode, threads, os.path.join(out, f"latency_{threads}.json"), log)
-            for threads in LATENCY_THREADS[mode]
+            for threads in MODES[mode].latency_threads
         },
     )
     results["poyo_ratio"] = _poyo_ratios(results["latency"])
-    steps = {"full": 30, "quick": 8, "smoke": 2}[mode]
+    settings = MODES[mode]
     results["training"] = timed(
-        "training throughput", lambda: training_throughput(64 if mode != "smoke" else 8, steps, log)
+        "training throughput",
+        lambda: training_throughput(settings.training_batch, settings.training_steps, log),
     )
-    results["data"] = timed(
-        "data throughput", lambda: data_throughput({"full": 5.0, "quick": 2.0, "smoke": 0.5}[mode], log)
-    )
+    results["data"] = timed("data throughput", lambda: data_throughput(settings.data_seconds, log))
     results["accuracy"] = timed("accuracy", lambda: bench_accuracy.run(mode, log))
     results["accuracy_latency"] = {
         name: _median_ms(results["latency"], row) for name, row in ACCURACY_TO_LATENCY.items()
