@@ -7,7 +7,7 @@ distinct shapes; padded chunks sit at the end of a window with ``chunk_mask = Fa
 
 Times are *local*: a spike's time is measured from its chunk's start, a query's time from the start of the chunk
 that contains it. The model never sees absolute recording times, so a window and an hours-long stream produce the
-same numbers (see SPEC 2.3). Times are computed in float64 and cast to float32 at the end.
+same numbers (see docs/model.md, RoPE). Times are computed in float64 and cast to float32 at the end.
 
 Spike tokens are sorted by (chunk, time); padding sits at the end with ``spike_mask = False``.
 """

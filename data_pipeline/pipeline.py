@@ -1,4 +1,4 @@
-"""grain pipelines: mixed multi-session training batches and whole-trial evaluation batches (SPEC 3.3).
+"""grain pipelines: mixed multi-session training batches and whole-trial evaluation batches (docs/training.md).
 
 Training::
 
@@ -232,7 +232,7 @@ def iterate_eval_trials(
     split: str = "valid",
     batch_size: int = 8,
 ) -> Iterator[tuple[dict[str, np.ndarray], Intervals]]:
-    """Whole evaluation trials of one session, batched in time order (SPEC 3.3; never cut to 1 s).
+    """Whole evaluation trials of one session, batched in time order (never cut to 1 s; docs/training.md).
 
     Each trial ``[start, end)`` becomes one window starting at ``start`` with ``ceil((end - start) / bin_width)``
     chunks, so every spike and every behaviour sample of the trial is kept (the last chunk may run up to one bin

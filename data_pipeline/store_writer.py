@@ -1,4 +1,4 @@
-"""Write a :class:`~data_pipeline.recording.Recording` in the brainsets/temporaldata HDF5 layout (SPEC 3.1).
+"""Write a :class:`~data_pipeline.recording.Recording` in the brainsets/temporaldata HDF5 layout (docs/data.md).
 
 The file is what ``temporaldata.Data.to_hdf5`` would write for the same session, so ``temporaldata`` (and the
 brainsets tooling built on it) reads our synthetic and imported sessions, and :mod:`data_pipeline.store_reader`

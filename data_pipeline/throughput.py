@@ -1,4 +1,4 @@
-"""Data throughput (SPEC 8): training windows per second for slice + tokenize + batch, on one core.
+"""Data throughput (docs/benchmarks.md): training windows per second for slice + tokenize + batch, on one core.
 
 The PyTorch reference prepares a window in about 0.73 ms; the goal here is at least 20,000 windows/s per core.
 Measured in this process without worker processes or threads; pin it to one core for a per-core figure::

@@ -32,7 +32,7 @@ DEFAULT_WEIGHTS = {
     "movement_phases/random_period": 1.0,
     "cursor_outlier_segments": 0.0,
 }
-"""Loss weight per interval set (SPEC 3.3); interval sets a recording lacks are skipped."""
+"""Loss weight per interval set (docs/training.md); interval sets a recording lacks are skipped."""
 
 
 @dataclasses.dataclass(frozen=True)

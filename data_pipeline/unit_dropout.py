@@ -1,9 +1,9 @@
-"""Unit dropout augmentation (SPEC 3.3): each training window keeps a random subset of the session's units.
+"""Unit dropout augmentation (docs/training.md): each training window keeps a random subset of the session's units.
 
 The number kept is drawn from a triangular distribution (``min 60, mode 300, max 1000``) whose bounds are *capped
 at the session's unit count* ``u``: ``lo = min(min, u)``, ``hi = min(max, u)``, ``mode = clip(mode, lo, hi)``.
 The reference draws from the uncapped distribution and keeps every unit whenever the draw exceeds ``u``, so a
-150-unit session almost never loses a unit (SPEC 10, defect 8). With the caps a 150-unit session keeps
+150-unit session almost never loses a unit (a reference defect). With the caps a 150-unit session keeps
 ``(60 + 150 + 150) / 3 = 120`` units on average (80 %), a 100-unit one 87 %, a 500-unit one 57 %; sessions with at
 most ``min`` units keep everything.
 

@@ -1,4 +1,4 @@
-"""Where windows come from (SPEC 3.3): random training windows and whole evaluation trials.
+"""Where windows come from (docs/training.md): random training windows and whole evaluation trials.
 
 Training windows lie fully inside a session's ``train`` split. An *epoch* of a session has one window per full
 window-length of train time (``sum(floor(L_i / window))`` over its train intervals), placed by stratified sampling
@@ -7,7 +7,7 @@ equal strata, and each stratum gets one uniformly random start. Every epoch draw
 the seed and the epoch) and the windows are then shuffled, so coverage is even within an epoch and chunk boundaries
 fall at new phases every epoch.
 
-Evaluation uses whole trials of the ``valid`` / ``test`` splits, never cut to 1 s (SPEC 10, defect 2).
+Evaluation uses whole trials of the ``valid`` / ``test`` splits, never cut to 1 s (unlike the reference).
 """
 
 from __future__ import annotations

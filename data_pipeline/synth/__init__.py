@@ -1,4 +1,4 @@
-"""Synthetic data (SPEC 3.2): a calibrated multi-session reaching corpus plus handwriting- and speech-like tasks.
+"""Synthetic data: a calibrated multi-session reaching corpus plus handwriting- and speech-like tasks.
 
 ``generate(get_preset("demo"), seed)`` yields ``(SessionSpec, Recording)`` pairs; ``python -m data_pipeline.synth``
 writes them to disk.

@@ -1,4 +1,4 @@
-"""Low-dimensional latent state that leads the kinematics (SPEC 3.2).
+"""Low-dimensional latent state that leads the kinematics (docs/synthetic.md).
 
 The latent ``z`` [t, d] (d = 8 + ``num_private``) lives on the behaviour's 100 Hz grid and is what the units'
 log-rates are linear in. Its task part is a function of the kinematics ``lead`` seconds in the future, so neural

@@ -1,4 +1,4 @@
-"""Reaching behaviour: centre-out trials and random-target chains built from minimum-jerk movements (SPEC 3.2).
+"""Reaching behaviour: centre-out trials and random-target chains built from minimum-jerk movements (docs/synthetic.md).
 
 A session's behaviour is a list of :class:`Movement` s (straight minimum-jerk reaches between two points) laid out
 on a timeline of back-to-back trials, then evaluated on a 100 Hz grid. Positions are in cm, velocities in cm/s and

@@ -1,4 +1,4 @@
-"""Multi-session assembly: subjects, unit pools, session chains with partial overlap and drift, splits (SPEC 3.2).
+"""Multi-session assembly: subjects, unit pools, session chains with partial overlap and drift, splits.
 
 Determinism: a subject's plan (pool, which pool neurons each session sees, tuning drift along the chain) comes from
 ``default_rng([seed, subject, 0])``; a session's behaviour, latents and spikes from

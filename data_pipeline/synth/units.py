@@ -1,6 +1,6 @@
 """Units: log-linear tuning to the latent state and inhomogeneous Poisson spiking with a refractory period.
 
-Unit ``i`` fires with rate ``λ_i(t) = exp(log r0_i + b_i(t) + g · w_iᵀ z(t − δ_i))`` (SPEC 3.2): baseline ``r0``
+Unit ``i`` fires with rate ``λ_i(t) = exp(log r0_i + b_i(t) + g · w_iᵀ z(t − δ_i))``: baseline ``r0``
 ~ LogNormal(median 5.5 Hz), slow baseline drift ``b_i(t)``, gain ``g`` ≈ 1.2, tuning weights ``w_i`` and a lag
 ``δ_i`` ∈ [0, 50] ms. One deviation from the pure exponential: log-rates are softly saturated at 200 Hz
 (:func:`saturate`), which only touches rare extreme conjunctions.
