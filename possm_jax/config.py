@@ -1,4 +1,4 @@
-"""POSSM hyper-parameters and named presets (SPEC 2.1).
+"""POSSM hyper-parameters and named presets (docs/model.md).
 
 ``get_preset("possm_small")`` returns a frozen :class:`POSSMConfig`; override fields with
 ``dataclasses.replace(cfg, ...)`` or ``get_preset(name, lag=0.05)``. Configs are hashable (they are static
@@ -110,7 +110,7 @@ _PRESETS: dict[str, POSSMConfig] = {
     "possm_small": POSSMConfig(dim=64, backbone=BackboneConfig(kind="gru", hidden=256, num_layers=1)),
     # ref possm.yaml; paper o-POSSM-GRU.
     "possm": POSSMConfig(dim=256, backbone=BackboneConfig(kind="gru", hidden=512, num_layers=4, dropout=0.2)),
-    # S4D / Mamba variants sized near the paper's totals (SPEC 2.1; see tests/test_param_counts.py):
+    # S4D / Mamba variants sized near the paper's totals (docs/model.md; see tests/test_param_counts.py):
     # 0.43 M / 4.25 M (paper S4D 0.41 M / 4.56 M), 0.69 M / 9.25 M (paper Mamba 0.68 M / 8.96 M).
     "possm_small_s4d": POSSMConfig(dim=64, backbone=BackboneConfig(kind="s4d", hidden=224, num_layers=2)),
     "possm_s4d": POSSMConfig(dim=256, backbone=BackboneConfig(kind="s4d", hidden=512, num_layers=4, dropout=0.2)),

@@ -300,7 +300,7 @@ class POSSM(nnx.Module):
 
 
 def count_params(model: nnx.Module, *, exclude_tables: bool = True) -> int:
-    """Number of trainable parameters; by default without the unit and session tables (SPEC 2.1 convention)."""
+    """Number of trainable parameters; by default without the unit and session tables (as docs/model.md counts)."""
     params = nnx.state(model, nnx.Param)
     total = sum(int(x.size) for x in jax.tree.leaves(params))
     if exclude_tables and isinstance(model, POSSM):

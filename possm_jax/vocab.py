@@ -1,4 +1,4 @@
-"""String-keyed vocabularies for units and sessions (SPEC 2.2, 5).
+"""String-keyed vocabularies for units and sessions (docs/model.md, docs/training.md).
 
 Units are keyed ``brainset/session/unit`` and sessions ``brainset/session``, so ids from different recordings never
 collide and a checkpoint's embedding rows can be matched to a new dataset by name. Index 0 is reserved (``"NA"``):

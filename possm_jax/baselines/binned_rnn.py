@@ -1,4 +1,4 @@
-"""Recurrent baselines on binned spike counts (SPEC 7): GRU, S4D or Mamba over 50 ms count vectors.
+"""Recurrent baselines on binned spike counts (docs/benchmarks.md): GRU, S4D or Mamba over 50 ms count vectors.
 
 ``counts [b, t, u] -> sqrt -> Linear(u -> d) -> backbone -> Linear(h -> y)`` per bin. The square root stabilises
 the Poisson variance of the counts. The backbone is any of :func:`possm_jax.backbones.build_backbone`'s, so these

@@ -1,4 +1,4 @@
-"""A POYO-style transformer baseline (SPEC 7): perceiver over every spike of the last 1 s, re-run on every chunk.
+"""A POYO-style transformer baseline: perceiver over every spike of the last 1 s, re-run on every chunk.
 
 Per window (all times in the window frame, seconds since the window start)::
 

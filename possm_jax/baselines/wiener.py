@@ -1,4 +1,4 @@
-"""Wiener filter: ridge regression from binned spike counts with history taps to behaviour (SPEC 7). Numpy only.
+"""Wiener filter: ridge regression from binned spike counts with history taps to behaviour. Numpy only.
 
 ``y_t = b + Σ_{j=0}^{taps-1} W_jᵀ x_{t-j}``: the prediction at bin ``t`` reads the counts of bins ``t, t-1, ...,
 t-taps+1`` of the same segment (zeros before the segment start), so it is causal when bin ``t`` ends at the target
@@ -34,7 +34,7 @@ def lagged_design(counts: np.ndarray, taps: int) -> np.ndarray:
 
 
 def r2_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Uniform mean over output dims of ``1 − SSE/SST`` over all samples (SPEC 6).
+    """Uniform mean over output dims of ``1 − SSE/SST`` over all samples (docs/training.md).
 
     Args:
       y_true, y_pred: [t, y].
@@ -124,7 +124,7 @@ def fit_wiener(
       valid: segments of the same form.
       taps: history taps.
       alphas: candidate ridge strengths.
-      train_weight: per train segment, [t] sample weights (e.g. SPEC 3.3 interval weights).
+      train_weight: per train segment, [t] sample weights (e.g. the interval weights of docs/training.md).
       valid_mask: per valid segment, [t] bool of the samples to score (e.g. reach period).
 
     Returns:

@@ -1,11 +1,11 @@
-"""Evaluation of whole trials (SPEC 6): every query of every valid/test trial, streamed causally, R² per session.
+"""Evaluation of whole trials: every query of every valid/test trial, streamed causally, R² per session.
 
 A trial of any length is one window that starts at the trial start with zero recurrent state; the windowed forward
 equals running ``model.step`` chunk by chunk (tested in ``tests/test_streaming.py``), so it *is* the causal stream,
 computed in one jitted call per batch. Batches are re-padded to power-of-two sizes so a whole evaluation compiles a
 handful of times, not once per spike bucket.
 
-Scored samples (SPEC 6): queries inside the trial ``[start, end)``, inside the session's scoring intervals
+Scored samples: queries inside the trial ``[start, end)``, inside the session's scoring intervals
 (centre-out: ``movement_phases/reach_period``; random-target: ``movement_phases/random_period``; a recording with
 neither scores whole trials), outside ``cursor_outlier_segments`` and with a finite behaviour value.
 
@@ -33,7 +33,7 @@ from possm_jax.eval.metrics import SessionR2, mean_sd
 from possm_jax.possm import POSSM
 
 SCORING_INTERVALS = ("movement_phases/reach_period", "movement_phases/random_period")
-"""Interval sets scored for regression, first non-empty one wins (SPEC 6: CO reach period, RT random period)."""
+"""Interval sets scored for regression, first non-empty one wins (centre-out: reach; random-target: random period)."""
 
 EXCLUDED_INTERVALS = ("cursor_outlier_segments",)
 

@@ -1,4 +1,4 @@
-"""Rotary cross-attention with ``rotate_value`` (SPEC 2.3, 2.4, 2.6; reference equations in fixtures README 3.2).
+"""Rotary cross-attention with ``rotate_value`` (docs/model.md; reference equations in fixtures README 3.2).
 
 One 64-d head. Queries are rotated at their times; keys *and values* at theirs; the attention output is rotated
 back by the query time, so logits and outputs depend only on time differences::

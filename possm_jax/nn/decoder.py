@@ -1,4 +1,4 @@
-"""Output decoder (SPEC 2.6): behaviour queries cross-attend to the last k backbone outputs, then task readouts.
+"""Output decoder (docs/model.md): behaviour queries cross-attend to the last k backbone outputs, then task readouts.
 
 A query at time t in chunk j (``t = j * bw + tau``) attends to a band of k = 3 chunks, gathered per query (no
 dense [q, c] mask):

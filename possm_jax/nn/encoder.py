@@ -1,4 +1,4 @@
-"""Per-chunk spike encoder (SPEC 2.4): M learned latents cross-attend to the spike tokens of their chunk.
+"""Per-chunk spike encoder (docs/model.md): M learned latents cross-attend to the spike tokens of their chunk.
 
 For every chunk, with times measured from the chunk start (so every chunk, of a window or of an hours-long stream,
 uses the same small numbers)::

@@ -1,4 +1,4 @@
-"""Dense layers with PyTorch's default initialisation (SPEC 2.8), so fresh models match the reference's scale."""
+"""Dense layers with PyTorch's default initialisation (docs/model.md), so fresh models match the reference's scale."""
 
 import jax
 import jax.numpy as jnp

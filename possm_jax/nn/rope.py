@@ -1,4 +1,4 @@
-"""Rotary time embedding (RoPE) over continuous timestamps (SPEC 2.3).
+"""Rotary time embedding (RoPE) over continuous timestamps (docs/model.md).
 
 A 64-d head vector is split into 16 interleaved pairs ``(2i, 2i+1)`` on its first 32 dims, each rotated by the
 angle ``t * omega_i``; the last 32 dims are not rotated. The 16 periods are log-spaced from 1e-4 s to 10 s.

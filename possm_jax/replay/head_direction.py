@@ -1,4 +1,4 @@
-"""Head-direction task: integrate angular velocity on the circle (SPEC 9.1).
+"""Head-direction task: integrate angular velocity on the circle (Krishna et al., ICLR 2024).
 
 The heading performs a random walk with Gaussian turning rates; an optional bias pulls it towards 0 rad. The input is
 the realised angular velocity in radians per step (O(0.1), a well-scaled network input), so

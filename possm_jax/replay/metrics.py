@@ -1,7 +1,7 @@
 """Replay metrics over decoded states and hidden activity (numpy; evaluation is not a hot loop).
 
 * :func:`kde_kl` -- KL(P || Q) between Gaussian KDEs (Scott bandwidth, full covariance), Monte Carlo with samples
-  drawn from the KDE of P (SPEC 9.1: 2500 samples). Circular states use a wrapped kernel (``period``).
+  drawn from the KDE of P (2500 samples, as in Krishna et al.). Circular states use a wrapped kernel (``period``).
 * :func:`pca_overlap` -- fraction of quiescent hidden variance inside the top principal subspace of active activity.
 * :func:`exploration` -- steady-state variance of the decoded state along each run, and arena coverage.
 * :func:`step_distance` -- mean decoded distance per step (divide by ``dt`` for replay speed in m/s).

@@ -1,4 +1,4 @@
-"""Quiescence: zero input, amplified noise, long runs from random initial states (SPEC 9.1).
+"""Quiescence: zero input, amplified noise, long runs from random initial states (Krishna et al., ICLR 2024).
 
 Noise options (``noise_mode``): ``sqrt2`` multiplies the training noise by sqrt(2) (variance doubled, the paper's
 default), ``same`` keeps it, ``double`` multiplies it by 2. Networks trained without noise are run with the noise of

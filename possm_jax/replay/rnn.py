@@ -1,4 +1,4 @@
-"""Noisy path-integrating RNNs: the unified second-order update (SPEC 9.2) and a GRU variant.
+"""Noisy path-integrating RNNs: the unified second-order update (Casco-Rodriguez et al. 2026) and a GRU variant.
 
 The unified update covers every condition of both papers as parameter settings:
 
@@ -33,7 +33,7 @@ class CellConfig:
 
     Attributes:
         kind: ``rnn`` (unified update) or ``gru``.
-        leak: ``lambda_h`` (``alpha`` of SPEC 9.1).
+        leak: ``lambda_h`` (``alpha`` of Krishna et al.).
         adapt_rate: ``lambda_a``.
         adapt_strength: ``b_a``; 0 disables adaptation.
         momentum: ``lambda_v``; 1 is first order.

@@ -1,4 +1,4 @@
-"""2-D navigation in a square box with wall avoidance (the spatial task of Krishna et al., SPEC 9.1).
+"""2-D navigation in a square box with wall avoidance (the spatial task of Krishna et al., ICLR 2024).
 
 The runner draws a Rayleigh speed and a Gaussian turning rate every step. Within ``border`` of a wall and heading
 towards it, it slows down (x0.25) and turns away by the angle that makes it run parallel to the wall. An optional

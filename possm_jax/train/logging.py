@@ -1,4 +1,4 @@
-"""Run observability (SPEC 4): TensorBoard scalars, console progress with ETA, a scalar log for plots, metrics JSON.
+"""Run observability: TensorBoard scalars, console progress with ETA, a scalar log for plots, metrics JSON.
 
 :class:`RunLogger` writes every scalar three ways: TensorBoard (``tensorboardX``, no TensorFlow needed), one JSON
 line per call in ``scalars.jsonl`` (read back by :func:`read_scalars` for the training-curve plot), and a short

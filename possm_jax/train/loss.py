@@ -1,4 +1,4 @@
-"""Training losses (SPEC 4): weighted multi-task MSE, plus cross-entropy and CTC hooks.
+"""Training losses (docs/training.md): weighted multi-task MSE, plus cross-entropy and CTC hooks.
 
 Every query of a batch belongs to one task (``query_task`` indexes the model's task list) and carries a loss weight
 (``weight``: interval membership, 0 for padding). Per task,

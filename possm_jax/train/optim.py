@@ -1,4 +1,4 @@
-"""LAMB with the reference's semantics (SPEC 4), as an optax ``GradientTransformation``.
+"""LAMB with the reference's semantics (docs/training.md), as an optax ``GradientTransformation``.
 
 Per tensor ``w`` with gradient ``g`` (no bias correction; ``eps`` outside the square root)::
 

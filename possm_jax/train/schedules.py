@@ -1,4 +1,4 @@
-"""Learning-rate and β1 schedules (SPEC 4).
+"""Learning-rate and β1 schedules (docs/training.md).
 
 The reference trains with a one-cycle schedule whose warm-up is flat: the learning rate stays at its peak for the
 first ``pct_flat`` of the steps and then follows a half cosine down to ``peak / final_div``. β1 "cycles 0.95 → 0.85 →

@@ -1,4 +1,4 @@
-"""Transfer to new sessions (SPEC 5): vocabulary extend/subset, carrying weights over, and what trains.
+"""Transfer to new sessions (docs/training.md): vocabulary extend/subset, carrying weights over, and what trains.
 
 A pretrained model knows the units and sessions of its vocabularies. Finetuning on a session it has never seen adds
 that session's units and the session itself as new rows (N(0, 0.02)); every known row is copied by string id, so
