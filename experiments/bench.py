@@ -1,4 +1,4 @@
-r"""The benchmark suite (issue 6, SPEC 8): latency, training / data throughput, accuracy, tables and plots.
+r"""The benchmark suite (issue 6, docs/benchmarks.md): latency, training / data throughput, accuracy, tables and plots.
 
 Usage::
 

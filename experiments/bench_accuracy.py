@@ -1,10 +1,10 @@
 r"""Accuracy on the synthetic centre-out benchmark for POSSM and the baselines, same sessions, splits and scoring.
 
-Per centre-out session of the ``demo`` corpus (single-session models, SPEC 7): train POSSM-small, the POYO-style
+Per centre-out session of the ``demo`` corpus (single-session models): train POSSM-small, the POYO-style
 transformer (both on the same 1 s token windows), GRU / S4D / Mamba on 50 ms counts (1 s windows of the same train
 trials), as many of them as the mode's :data:`BUDGETS` entry names, and fit a Wiener filter (5 taps, ridge chosen on
 validation trials). Every model is trained with the project's LAMB, schedules, loss and train step
-(:func:`possm_jax.baselines.train_simple.fit`). Scoring (SPEC 6): R² of 2-D
+(:func:`possm_jax.baselines.train_simple.fit`). Scoring (docs/training.md): R² of 2-D
 cursor velocity over the test trials' reach periods, concatenated per session; each model decodes a trial causally
 from its start: POSSM and the RNNs carry state from the trial start, POYO re-runs its last-1 s window for every chunk
 (exactly as it would stream), the Wiener filter reads 5 bins of history. POSSM and POYO are scored at the behaviour's

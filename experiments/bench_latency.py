@@ -1,4 +1,4 @@
-r"""Streaming latency per 50 ms chunk (SPEC 8) for POSSM and every baseline, plus offline batched throughput.
+r"""Streaming latency per 50 ms chunk for POSSM and every baseline, plus offline batched throughput.
 
 Protocol: batch 1, ``rate × 100 units × 50 ms`` spikes per chunk (5, 20, 80 Hz per unit -> 25, 100, 400 spikes) and
 5 queries per chunk; warm up, then time each call with ``block_until_ready``; median and p99 in microseconds.

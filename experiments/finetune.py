@@ -1,4 +1,4 @@
-r"""Finetune a pretrained POSSM on new sessions: UI, FT (gradual unfreezing) or full (SPEC 5).
+r"""Finetune a pretrained POSSM on new sessions: UI, FT (gradual unfreezing) or full (docs/training.md).
 
     python -m experiments.finetune --config=experiments/configs/finetune.py:ui \
         --config.transfer.checkpoint=runs/pretrain/checkpoints --config.data.dir=runs/demo/data \

@@ -1,4 +1,4 @@
-r"""Leakage, adaptation and momentum in replay (Casco-Rodriguez et al., SPEC 9.2): fidelity, speed, exploration.
+r"""Leakage, adaptation and momentum in replay (Casco-Rodriguez et al. 2026): fidelity, speed, exploration.
 
     python -m experiments.replay_dynamics \
         --config=experiments/configs/replay_dynamics.py:quick --workdir=runs/replay_dynamics

@@ -1,4 +1,4 @@
-r"""Offline reactivation (Krishna et al., SPEC 9.1): train, run quiescence, compare decoded occupancies.
+r"""Offline reactivation (Krishna et al., ICLR 2024): train, run quiescence, compare decoded occupancies.
 
     python -m experiments.replay_reactivation \
         --config=experiments/configs/replay_reactivation.py:quick --workdir=runs/replay_reactivation

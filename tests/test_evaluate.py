@@ -1,4 +1,4 @@
-"""Whole-trial evaluation (SPEC 6): every query of trials longer than 1 s is scored, on the right intervals.
+"""Whole-trial evaluation (docs/training.md): every query of trials longer than 1 s is scored, on the right intervals.
 
 The scored count and R² are checked against numpy computations straight from the recording (behaviour timestamps,
 trial and reach intervals), independent of the tokenizer and the evaluation code.

@@ -1,4 +1,4 @@
-"""Transfer (SPEC 5): vocabulary carry-over by string id, masks, and UI training only the new rows end to end."""
+"""Transfer: vocabulary carry-over by string id, masks, and UI training only the new rows end to end."""
 
 import jax
 import numpy as np

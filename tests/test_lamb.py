@@ -1,4 +1,4 @@
-"""LAMB: the optax transform matches a numpy implementation of SPEC 4 written here, step by step."""
+"""LAMB: the optax transform matches a numpy implementation of the reference LAMB written here, step by step."""
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +10,7 @@ from possm_jax.train.optim import clipped_trust_ratio, hyperparams, lamb, refere
 
 
 def numpy_lamb(params, grads_per_step, lrs, b1s, b2=0.999, eps=1e-6, wd=1e-4, max_norm=10.0, sparse=()):
-    """SPEC 4 in float64 numpy: no bias correction, eps outside sqrt, clipped trust ratio, optional row resets."""
+    """LAMB in float64 numpy: no bias correction, eps outside sqrt, clipped trust ratio, optional row resets."""
     params = {k: v.astype(np.float64) for k, v in params.items()}
     m = {k: np.zeros_like(v) for k, v in params.items()}
     v2 = {k: np.zeros_like(v) for k, v in params.items()}

@@ -1,4 +1,4 @@
-"""Parameter counts of the presets (SPEC 2.1), without the unit / session tables.
+"""Parameter counts of the presets (docs/model.md), without the unit / session tables.
 
 GRU presets: exact counts from closed-form formulas written here independently of the model code. S4D / Mamba:
 within 15 % of the paper's totals. Built with ``nnx.eval_shape`` so no weights are materialised.
@@ -44,7 +44,7 @@ def _count(name: str, **overrides) -> int:
 def test_gru_presets_exact(name, d, h, layers, paper):
     expected = _possm_gru(d, h, layers, [2])
     assert _count(name) == expected
-    assert round(expected, -4) == paper  # SPEC 2.1 core counts, given to 0.01 M
+    assert round(expected, -4) == paper  # paper core counts (docs/model.md), given to 0.01 M
 
 
 def test_readouts_only_for_configured_tasks():

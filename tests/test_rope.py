@@ -1,4 +1,4 @@
-"""RoPE: frequencies, the vectorised sincos, interleaved-pair rotation, and relative-time invariance (SPEC 2.3)."""
+"""RoPE: frequencies, the vectorised sincos, interleaved-pair rotation, and relative-time invariance (docs/model.md)."""
 
 import jax.numpy as jnp
 import numpy as np

@@ -1,4 +1,4 @@
-r"""Config for finetuning a pretrained POSSM on new sessions (``experiments/finetune.py``, SPEC 5).
+r"""Config for finetuning a pretrained POSSM on new sessions (``experiments/finetune.py``, docs/training.md).
 
     python -m experiments.finetune --config=experiments/configs/finetune.py:ui \
         --config.transfer.checkpoint=runs/pretrain/checkpoints --config.data.dir=runs/demo/data \

@@ -1,4 +1,4 @@
-"""Config for leakage, adaptation and momentum in noisy-RNN replay (Casco-Rodriguez et al., SPEC 9.2).
+"""Config for leakage, adaptation and momentum in noisy-RNN replay (Casco-Rodriguez et al. 2026).
 
 Launch (``arg`` = ``preset`` or ``preset,condition``; presets ``paper`` and ``quick``):
 

@@ -1,4 +1,4 @@
-"""Config for offline reactivation in noisy path-integrating RNNs (Krishna et al., SPEC 9.1).
+"""Config for offline reactivation in noisy path-integrating RNNs (Krishna et al., ICLR 2024).
 
 Launch (``arg`` = ``preset`` or ``preset,condition``; presets ``paper`` and ``quick``):
 
