@@ -2,9 +2,12 @@
 
 Each character is a stroke template: a pen-velocity trajectory made of 3–5 Gaussian velocity bumps over 0.6–1 s,
 fixed per seed. A trial is a 0.5–0.8 s delay, the character written with a random time warp (overall speed
-0.8–1.25× and a smooth monotone distortion) and a 0.3 s rest. 192 channels are log-linear in the latent
-``[pen velocity / 10, speed / 10, go bump, 3 private OU]`` read 100 ms ahead; their 10 ms threshold-crossing counts
-are stored as spikes at bin centres (see :mod:`data_pipeline.synth.binned`).
+0.8–1.25× and a smooth monotone distortion) and at least 0.3 s of rest (each trial holds its 201-bin go-aligned
+cube). Characters come in rounds of all 31; trials are split per character (valid: i % 9 == 2, test: i % 9 == 5).
+192 channels are log-linear in the latent ``[pen velocity / 10, speed / 10, go bump, 3 private OU]`` read 100 ms
+ahead; their 10 ms threshold-crossing counts are stored as spikes at bin centres (see
+:mod:`data_pipeline.synth.binned`). Difficulty knobs and their calibration: :class:`HandwritingConfig`,
+``docs/human_bci.md``.
 
 Targets: ``intervals["trials"].columns["label"]`` (0–30, index into :data:`CHARACTERS`) for classification and
 ``behaviour["pen"]`` (``vel`` [t, 2], 100 Hz, arbitrary units) for regression.
@@ -30,11 +33,12 @@ BIN_WIDTH = 0.01
 class HandwritingConfig:
     """The knobs that set how hard the task is (calibrated against the paper's baselines, see the module docstring)."""
 
-    channels: binned.ChannelConfig = binned.ChannelConfig(num_channels=192)
+    # gain 3 and private sd 0.5: PCA-KNN ≈ 0.76 on session 0 (docs/human_bci.md); gain 1.2 / sd 1.0 gave 0.22.
+    channels: binned.ChannelConfig = binned.ChannelConfig(num_channels=192, gain=3.0)
     stretch: tuple[float, float] = (0.8, 1.25)  # overall writing speed per trial
     warp: float = 0.3  # |a| bound of the smooth clock distortion
     bump_width: float = 0.06  # s, width of a template's velocity bumps
-    private_sd: float = 1.0  # sd of the private (behaviour-unrelated) OU latents
+    private_sd: float = 0.5  # sd of the private (behaviour-unrelated) OU latents
 
 
 CONFIG = HandwritingConfig()
