@@ -1,0 +1,60 @@
+"""Mixed precision: a bfloat16 forward/backward trains POSSM like float32, and the stored weights stay float32."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from possm_batches import random_batch
+
+from possm_jax.backbones.registry import BackboneConfig
+from possm_jax.config import get_preset
+from possm_jax.possm import POSSM
+from possm_jax.train.loss import multitask_loss
+from possm_jax.train.optim import lamb
+from possm_jax.train.state import create_train_state
+from possm_jax.train.step import make_train_step
+
+STEPS = 15
+
+
+def _batch() -> dict[str, np.ndarray]:
+    batch = random_batch(0, batch=4, chunks=6, spikes=48, queries=12, num_units=30)
+    rng = np.random.default_rng(1)
+    # A target the model can fit: a smooth function of the query's chunk, the same for every window.
+    phase = batch["query_chunk"] * 0.5
+    batch["target"] = np.stack([np.sin(phase), np.cos(phase)], -1).astype(np.float32)
+    batch["weight"] = batch["query_mask"].astype(np.float32) * rng.uniform(0.5, 1.5, batch["query_mask"].shape)
+    return batch
+
+
+def _train(compute_dtype) -> tuple[list[float], object, str]:
+    """Trains STEPS steps on the fixed batch: ``(losses, final state, StableHLO text of the step)``."""
+    cfg = get_preset("possm_small", backbone=BackboneConfig(kind="gru", hidden=64), ffn_dropout=0.0)
+    model = POSSM(cfg, num_units=30, num_sessions=3, rngs=nnx.Rngs(0))
+    tx = lamb(2e-3)
+    graphdef, state = create_train_state(model, tx)
+    step = make_train_step(graphdef, tx, lambda p, b: multitask_loss(p, b, cfg.task_names), compute_dtype=compute_dtype)
+    batch, losses = _batch(), []
+    hlo = step.lower(state, batch, jax.random.key(0)).as_text()
+    for _ in range(STEPS):
+        state, metrics = step(state, batch, jax.random.key(0))
+        losses.append(float(metrics["loss"]))
+    return losses, state, hlo
+
+
+def test_bfloat16_compute_trains_like_float32_with_float32_master_weights():
+    # Given the same model, optimiser and fixed batch,
+    f32, _, hlo32 = _train(jnp.float32)
+    bf16, state16, hlo16 = _train(jnp.bfloat16)
+    # when trained with a bfloat16 forward/backward, the loss falls like the float32 run's,
+    assert f32[-1] < 0.5 * f32[0] and bf16[-1] < 0.5 * bf16[0], (f32, bf16)
+    np.testing.assert_allclose(bf16[0], f32[0], rtol=2e-2)  # same start up to bfloat16 rounding
+    np.testing.assert_allclose(bf16[-1], f32[-1], rtol=0.15)
+    # the master weights and the optimiser moments stay float32,
+    floats = [x for x in jax.tree.leaves((state16.params, state16.opt_state)) if jnp.issubdtype(x.dtype, jnp.floating)]
+    assert floats and all(x.dtype == jnp.float32 for x in floats)
+    # and matrix products really run in bfloat16 (only in the bfloat16 step).
+    bf16_dot = re.compile(r"dot_general.*tensor<[0-9x]*bf16>, tensor<[0-9x]*bf16>")
+    assert bf16_dot.search(hlo16) and not bf16_dot.search(hlo32)
