@@ -28,14 +28,14 @@ class PreparedSession:
     """One session held in memory for training: its spikes, queries and train split.
 
     Attributes:
-      session_key: ``brainset/session``, for messages.
-      session_index: the session's vocabulary index.
-      spike_times: [n] float64 sorted spike times.
-      spike_row: [n] int32 session-local unit row per spike (for unit dropout).
-      spike_unit: [n] int32 global unit index per spike.
-      num_units: the session's unit count.
-      queries: its :class:`QueryTable`.
-      train: the intervals training windows are drawn from.
+        session_key: ``brainset/session``, for messages.
+        session_index: the session's vocabulary index.
+        spike_times: [n] float64 sorted spike times.
+        spike_row: [n] int32 session-local unit row per spike (for unit dropout).
+        spike_unit: [n] int32 global unit index per spike.
+        num_units: the session's unit count.
+        queries: its :class:`QueryTable`.
+        train: the intervals training windows are drawn from.
     """
 
     session_key: str
@@ -54,8 +54,8 @@ class PreparedSession:
         """Loads a recording's spikes and queries.
 
         Raises:
-          ValueError: naming the session and field for a missing split, no units or spikes, unsorted or non-finite
-            spike times, unit rows outside ``unit_ids``, or a bad ``unit_index``.
+            ValueError: naming the session and field for a missing split, no units or spikes, unsorted or non-finite
+              spike times, unit rows outside ``unit_ids``, or a bad ``unit_index``.
         """
         key = recording.session_key
         if split not in recording.splits:
@@ -106,12 +106,12 @@ class WindowBatcher:
     """Builds fixed-shape training batches of windows from several sessions.
 
     Args:
-      sessions: the sessions; windows name them by position in this list.
-      cfg: tokenizer configuration (windows are ``cfg.window_chunks`` chunks long).
-      sizes: fixed ``(s, q, c)``; None sizes ``s`` and ``q`` so that no window of any session can overflow (the
-        most spikes in any window rounded up to a bucket, the most queries to a multiple of 8) and
-        ``c = cfg.window_chunks``.
-      unit_dropout: unit dropout distribution, or None for no dropout.
+        sessions: the sessions; windows name them by position in this list.
+        cfg: tokenizer configuration (windows are ``cfg.window_chunks`` chunks long).
+        sizes: fixed ``(s, q, c)``; None sizes ``s`` and ``q`` so that no window of any session can overflow (the
+          most spikes in any window rounded up to a bucket, the most queries to a multiple of 8) and
+          ``c = cfg.window_chunks``.
+        unit_dropout: unit dropout distribution, or None for no dropout.
     """
 
     def __init__(
@@ -168,15 +168,15 @@ class WindowBatcher:
         """Tokenizes and batches windows.
 
         Args:
-          session: [b] int position of each window's session in ``sessions``.
-          t0: [b] float64 window starts in seconds.
-          key: [b] uint64 per-window random keys (unit dropout); ignored without dropout.
+            session: [b] int position of each window's session in ``sessions``.
+            t0: [b] float64 window starts in seconds.
+            key: [b] uint64 per-window random keys (unit dropout); ignored without dropout.
 
         Returns:
-          A batch following ``BATCH_FIELDS`` with shapes ``self.sizes``.
+            A batch following ``BATCH_FIELDS`` with shapes ``self.sizes``.
 
         Raises:
-          ValueError: if a window holds more spikes or queries than the fixed sizes allow.
+            ValueError: if a window holds more spikes or queries than the fixed sizes allow.
         """
         session = np.asarray(session, dtype=np.int64)
         t0 = np.asarray(t0, dtype=np.float64)

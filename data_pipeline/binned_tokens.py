@@ -78,17 +78,17 @@ def pad_rows(rows: Sequence[Mapping[str, np.ndarray]], sizes: Mapping[str, int],
     """Stacks per-example arrays into a batch, padding each to the size of its axis.
 
     Args:
-      rows: one dict of arrays per example (same keys); scalars are stacked as they are.
-      sizes: axis name -> padded length, e.g. ``{"b": 8, "s": 4096, "c": 150, "q": 30}``; ``"b"`` rows beyond
-        ``len(rows)`` are all padding.
-      axes: key -> axis name of its first dimension (``"s"``, ``"c"``...), or ``""`` for per-example scalars.
+        rows: one dict of arrays per example (same keys); scalars are stacked as they are.
+        sizes: axis name -> padded length, e.g. ``{"b": 8, "s": 4096, "c": 150, "q": 30}``; ``"b"`` rows beyond
+          ``len(rows)`` are all padding.
+        axes: key -> axis name of its first dimension (``"s"``, ``"c"``...), or ``""`` for per-example scalars.
 
     Returns:
-      key -> [b, ...] arrays; padding is 0 / False, except ``spike_chunk``, which repeats the row's last chunk
-      index (the batch layout's rule), 0 for an empty row.
+        key -> [b, ...] arrays; padding is 0 / False, except ``spike_chunk``, which repeats the row's last chunk
+        index (the batch layout's rule), 0 for an empty row.
 
     Raises:
-      ValueError: an example is longer than its axis' size.
+        ValueError: an example is longer than its axis' size.
     """
     b = sizes["b"]
     if len(rows) > b:

@@ -19,15 +19,15 @@ def bin_spikes(
     """Spike counts per bin and unit.
 
     Args:
-      spike_times: [n] seconds (any order).
-      spike_units: [n] unit rows in ``[0, num_units)``.
-      num_units: u.
-      t0: start of the first bin.
-      num_bins: t.
-      bin_width: seconds.
+        spike_times: [n] seconds (any order).
+        spike_units: [n] unit rows in ``[0, num_units)``.
+        num_units: u.
+        t0: start of the first bin.
+        num_bins: t.
+        bin_width: seconds.
 
     Returns:
-      [t, u] int64 counts; spikes outside ``[t0, t0 + t·w)`` are ignored.
+        [t, u] int64 counts; spikes outside ``[t0, t0 + t·w)`` are ignored.
     """
     k = np.floor((np.asarray(spike_times) - t0) / bin_width).astype(np.int64)
     ok = (k >= 0) & (k < num_bins)
@@ -42,7 +42,7 @@ def interpolate(series: TimeSeries, key: str, times: np.ndarray) -> np.ndarray:
     the last sample, still gets a target); further out the result is NaN.
 
     Returns:
-      [m, ...] float64.
+        [m, ...] float64.
     """
     if key not in series.values:
         raise ValueError(f"behaviour has no value {key!r}; available: {sorted(series.values)}")
@@ -63,9 +63,9 @@ class BinnedSegment:
     """One contiguous stretch of binned data.
 
     Attributes:
-      counts: [t, u] spike counts.
-      times: [t] bin end times (s).
-      target: [t, y] behaviour at ``times``.
+        counts: [t, u] spike counts.
+        times: [t] bin end times (s).
+        target: [t, y] behaviour at ``times``.
     """
 
     counts: np.ndarray
@@ -79,13 +79,13 @@ def bin_recording(
     """Bins each interval (e.g. each trial of a split) separately: whole bins from the interval start.
 
     Args:
-      recording: the session.
-      intervals: where to bin; one segment per interval (a trailing partial bin is dropped).
-      bin_width: seconds.
-      behaviour, key: which behaviour value becomes the target, sampled at the bin end times.
+        recording: the session.
+        intervals: where to bin; one segment per interval (a trailing partial bin is dropped).
+        bin_width: seconds.
+        behaviour, key: which behaviour value becomes the target, sampled at the bin end times.
 
     Returns:
-      One :class:`BinnedSegment` per interval that holds at least one bin.
+        One :class:`BinnedSegment` per interval that holds at least one bin.
     """
     if behaviour not in recording.behaviour:
         raise ValueError(f"recording {recording.session_key} has no behaviour {behaviour!r}")
@@ -106,12 +106,12 @@ def counts_to_spikes(counts: np.ndarray, t0: float, bin_width: float) -> tuple[n
     """Represents binned counts as spikes at bin centres (the inverse of :func:`bin_spikes` on the same grid).
 
     Args:
-      counts: [t, u] non-negative integer counts.
-      t0: start of the first bin.
-      bin_width: seconds.
+        counts: [t, u] non-negative integer counts.
+        t0: start of the first bin.
+        bin_width: seconds.
 
     Returns:
-      (times f8 [n] sorted, unit rows i8 [n]): ``counts[k, i]`` copies of ``t0 + (k + 0.5)·w`` for unit ``i``.
+        (times f8 [n] sorted, unit rows i8 [n]): ``counts[k, i]`` copies of ``t0 + (k + 0.5)·w`` for unit ``i``.
     """
     k, unit = np.nonzero(counts)
     reps = counts[k, unit]

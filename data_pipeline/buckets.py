@@ -25,7 +25,7 @@ def check_buckets(buckets: Sequence[int], name: str) -> tuple[int, ...]:
     """Returns ``buckets`` as a tuple after checking they are positive and strictly increasing.
 
     Raises:
-      ValueError: naming ``name`` if the ladder is empty, unsorted or not positive.
+        ValueError: naming ``name`` if the ladder is empty, unsorted or not positive.
     """
     out = tuple(int(b) for b in buckets)
     if not out or out[0] < 1 or any(b <= a for a, b in zip(out, out[1:], strict=False)):
@@ -42,11 +42,11 @@ def bucket_size(n: int, buckets: Sequence[int]) -> int:
     """The smallest bucket ``>= n``; past the largest bucket, the next multiple of the largest.
 
     Args:
-      n: the count to pad (``>= 0``).
-      buckets: increasing positive sizes.
+        n: the count to pad (``>= 0``).
+        buckets: increasing positive sizes.
 
     Returns:
-      The padded size (at least ``buckets[0]``, so empty windows still have a static shape).
+        The padded size (at least ``buckets[0]``, so empty windows still have a static shape).
     """
     i = int(np.searchsorted(buckets, n, side="left"))
     if i < len(buckets):
@@ -67,8 +67,8 @@ def max_events_in_window(times: np.ndarray, window: float) -> int:
     exactly (O(n log n)). Used to size training batches so that no window of a session can overflow.
 
     Args:
-      times: [n] sorted event times in seconds.
-      window: window length in seconds.
+        times: [n] sorted event times in seconds.
+        window: window length in seconds.
     """
     times = np.asarray(times, dtype=np.float64)
     if times.size == 0:

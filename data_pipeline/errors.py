@@ -23,10 +23,10 @@ class DataError(ValueError):
     """A data file (or an in-memory recording headed for one) is unusable.
 
     Attributes:
-      path: the file concerned.
-      field: the field inside it, e.g. ``spikes/timestamps`` (``<file>`` for the file as a whole).
-      problem: what is wrong.
-      fix: how to fix it.
+        path: the file concerned.
+        field: the field inside it, e.g. ``spikes/timestamps`` (``<file>`` for the file as a whole).
+        problem: what is wrong.
+        fix: how to fix it.
     """
 
     def __init__(self, path: str | os.PathLike, field: str, problem: str, fix: str):
@@ -64,10 +64,10 @@ def check_float_vector(path: str | os.PathLike, field: str, values: np.ndarray, 
     """Require a 1-D floating-point array of finite numbers.
 
     Args:
-      path: the file being read or written (for the message).
-      field: the field holding ``values``.
-      values: [n] the array.
-      fix: how to repair the file, appended to the message.
+        path: the file being read or written (for the message).
+        field: the field holding ``values``.
+        values: [n] the array.
+        fix: how to repair the file, appended to the message.
     """
     if values.dtype.kind != "f":
         raise DataError(path, field, f"has dtype {values.dtype}, expected floating point seconds", fix)
@@ -126,10 +126,10 @@ def check_intervals(
     """Require matching finite float ``start``/``end`` vectors with ``end >= start``.
 
     Args:
-      path: the file being read or written (for the message).
-      field: the interval set; its columns are named ``field/<name>``.
-      start, end: [i] the interval bounds.
-      names: what the file calls the two columns (NWB: ``start_time``/``stop_time``).
+        path: the file being read or written (for the message).
+        field: the interval set; its columns are named ``field/<name>``.
+        start, end: [i] the interval bounds.
+        names: what the file calls the two columns (NWB: ``start_time``/``stop_time``).
     """
     lo, hi = names
     fix = f"store '{field}/{lo}' and '{field}/{hi}' as equal-length float64 seconds with {hi} >= {lo}"

@@ -268,17 +268,17 @@ def read_nwb(
     """Read an NWB file into a :class:`Recording` (the file is opened read-only).
 
     Args:
-      path: the ``.nwb`` file.
-      brainset_id: the dataset the session belongs to (e.g. the DANDI set name).
-      session_id: defaults to ``general/session_id`` in the file, else the file name.
-      subject_id: defaults to ``general/subject/subject_id``, else ``"unknown"``.
-      fractions: (train, valid, test) shares of the trials; see :func:`~data_pipeline.splits.make_splits`. Unused
-        when the trials carry a ``split`` column (see :func:`~data_pipeline.splits.splits_from_labels`).
-      seed: seed of the trial assignment (likewise unused then).
-      rename: behaviour naming overrides, ``{"<series path or name>": "<behaviour>/<value>"}``.
+        path: the ``.nwb`` file.
+        brainset_id: the dataset the session belongs to (e.g. the DANDI set name).
+        session_id: defaults to ``general/session_id`` in the file, else the file name.
+        subject_id: defaults to ``general/subject/subject_id``, else ``"unknown"``.
+        fractions: (train, valid, test) shares of the trials; see :func:`~data_pipeline.splits.make_splits`. Unused
+          when the trials carry a ``split`` column (see :func:`~data_pipeline.splits.splits_from_labels`).
+        seed: seed of the trial assignment (likewise unused then).
+        rename: behaviour naming overrides, ``{"<series path or name>": "<behaviour>/<value>"}``.
 
     Raises:
-      DataError: naming the NWB field that is missing or malformed.
+        DataError: naming the NWB field that is missing or malformed.
     """
     path = Path(path)
     with errors.open_hdf5(path, _NWB_FIX) as file:

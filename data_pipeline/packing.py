@@ -45,19 +45,19 @@ def pack_spikes(
     """Repacks the spike tokens of ``batch`` across its rows (see the module docstring).
 
     Args:
-      batch: a window batch whose spike arrays are padded at the end of each row (the batcher's layout).
-      shards: equal groups of consecutive rows (the devices this host feeds); tokens stay within their group.
-      width: the packed spike size; None for :func:`packed_width` (pass the maximum over hosts when several
-        hosts must agree on one global shape).
-      window_offset: added to ``spike_window`` (this host's first row in the global batch).
-      spike_buckets: the ladder :func:`packed_width` rounds to.
+        batch: a window batch whose spike arrays are padded at the end of each row (the batcher's layout).
+        shards: equal groups of consecutive rows (the devices this host feeds); tokens stay within their group.
+        width: the packed spike size; None for :func:`packed_width` (pass the maximum over hosts when several
+          hosts must agree on one global shape).
+        window_offset: added to ``spike_window`` (this host's first row in the global batch).
+        spike_buckets: the ladder :func:`packed_width` rounds to.
 
     Returns:
-      A new batch: the spike arrays [b, width] with the tokens packed and ``spike_window`` added; padding tokens
-      repeat the last window and chunk of their shard with ``spike_mask = False``; other keys are shared.
+        A new batch: the spike arrays [b, width] with the tokens packed and ``spike_window`` added; padding tokens
+        repeat the last window and chunk of their shard with ``spike_mask = False``; other keys are shared.
 
     Raises:
-      ValueError: if ``b`` is not a multiple of ``shards`` or ``width`` cannot hold the fullest shard.
+        ValueError: if ``b`` is not a multiple of ``shards`` or ``width`` cannot hold the fullest shard.
     """
     mask = np.asarray(batch["spike_mask"])
     b = mask.shape[0]

@@ -42,11 +42,11 @@ class SessionWindows(grain.MapDataset):
     64-bit key for the window's own randomness (unit dropout). All three depend only on ``(seed, i)``.
 
     Args:
-      position: the session's position in the list given to :class:`WindowBatcher`.
-      session_index: the session's vocabulary index (seeds its stream, so it does not depend on list order).
-      train: the intervals windows are drawn from.
-      window: window length in seconds.
-      seed: the run's data seed.
+        position: the session's position in the list given to :class:`WindowBatcher`.
+        session_index: the session's vocabulary index (seeds its stream, so it does not depend on list order).
+        train: the intervals windows are drawn from.
+        window: window length in seconds.
+        seed: the run's data seed.
     """
 
     def __init__(self, position: int, session_index: int, train: Intervals, window: float, seed: int):
@@ -89,8 +89,8 @@ class ProportionalInterleave(grain.transforms.DatasetSelectionMap):
     is read in order 0, 1, 2, ... with nothing skipped or repeated.
 
     Args:
-      weights: one positive weight per component.
-      resolution: the largest period; proportions are exact to about ``1 / resolution``.
+        weights: one positive weight per component.
+        resolution: the largest period; proportions are exact to about ``1 / resolution``.
     """
 
     def __init__(self, weights: Sequence[float], resolution: int = 100_000):
@@ -151,14 +151,14 @@ def make_train_dataset(
     """The batched training ``MapDataset`` (infinite) and the batcher that fixes its shapes.
 
     Args:
-      sessions: prepared sessions (:func:`prepare_sessions`).
-      cfg: tokenizer configuration.
-      batch_size: windows per batch on this host.
-      seed: data seed; the same seed gives the same batches.
-      shard_index, shard_count: this host's slice (``jax.process_index()``, ``jax.process_count()``).
-      unit_dropout: unit dropout distribution, None to disable.
-      sizes: fixed ``(s, q, c)``; None sizes them from the data so no window overflows.
-      mix_weights: sampling weight per session; None weighs sessions by train duration.
+        sessions: prepared sessions (:func:`prepare_sessions`).
+        cfg: tokenizer configuration.
+        batch_size: windows per batch on this host.
+        seed: data seed; the same seed gives the same batches.
+        shard_index, shard_count: this host's slice (``jax.process_index()``, ``jax.process_count()``).
+        unit_dropout: unit dropout distribution, None to disable.
+        sizes: fixed ``(s, q, c)``; None sizes them from the data so no window overflows.
+        mix_weights: sampling weight per session; None weighs sessions by train duration.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
@@ -196,15 +196,15 @@ def make_train_iterator(
     (``it.close()``) when done.
 
     Args:
-      recordings: the training sessions (in-memory or lazy store recordings).
-      vocab_maps: per recording, ``(unit_index, session_index)`` from the unit and session vocabularies.
-      cfg: tokenizer configuration.
-      batch_size: windows per batch on this host.
-      seed: data seed.
-      num_workers: worker processes for ``mp_prefetch`` (0: tokenize in this process).
-      prefetch: batches computed ahead by a background thread per process (0: none).
-      shard_index, shard_count: this host's slice of the stream for multi-host training.
-      unit_dropout, sizes, mix_weights: see :func:`make_train_dataset`.
+        recordings: the training sessions (in-memory or lazy store recordings).
+        vocab_maps: per recording, ``(unit_index, session_index)`` from the unit and session vocabularies.
+        cfg: tokenizer configuration.
+        batch_size: windows per batch on this host.
+        seed: data seed.
+        num_workers: worker processes for ``mp_prefetch`` (0: tokenize in this process).
+        prefetch: batches computed ahead by a background thread per process (0: none).
+        shard_index, shard_count: this host's slice of the stream for multi-host training.
+        unit_dropout, sizes, mix_weights: see :func:`make_train_dataset`.
     """
     sessions = prepare_sessions(recordings, vocab_maps, cfg)
     dataset, _ = make_train_dataset(
@@ -240,15 +240,15 @@ def iterate_eval_trials(
     ``chunk_mask`` False, so a recurrent state starting at zero at the trial start is unaffected by them.
 
     Args:
-      recording: the session (in-memory or lazy; spikes are read per trial).
-      vocab_map: ``(unit_index, session_index)``.
-      cfg: tokenizer configuration.
-      split: ``"valid"`` or ``"test"``.
-      batch_size: trials per batch.
+        recording: the session (in-memory or lazy; spikes are read per trial).
+        vocab_map: ``(unit_index, session_index)``.
+        cfg: tokenizer configuration.
+        split: ``"valid"`` or ``"test"``.
+        batch_size: trials per batch.
 
     Yields:
-      ``(batch, trials)``: the batch and the :class:`Intervals` of its trials (absolute query time of row ``i`` is
-      ``trials.start[i] + query_chunk * bin_width + query_time``).
+        ``(batch, trials)``: the batch and the :class:`Intervals` of its trials (absolute query time of row ``i`` is
+        ``trials.start[i] + query_chunk * bin_width + query_time``).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size: must be >= 1, got {batch_size}")

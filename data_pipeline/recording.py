@@ -75,8 +75,8 @@ class SessionKeys:
         """Behaviour series ``name``, which must hold value ``field``: what a run decodes.
 
         Raises:
-          DataError: naming the file and field when the series or the field is missing, or was skipped as unusable
-            when the file was opened (that error is raised again).
+            DataError: naming the file and field when the series or the field is missing, or was skipped as unusable
+              when the file was opened (that error is raised again).
         """
         if name in self.skipped:
             raise self.skipped[name]
@@ -104,16 +104,16 @@ class Recording(SessionKeys):
     """One recording session.
 
     Attributes:
-      brainset_id, session_id, subject_id: identifiers; unit ids are namespaced ``brainset/session/unit``.
-      unit_ids: [u] local unit names (the ``units/id`` column), unique within the session.
-      spike_times: [n] f8 sorted spike times in seconds.
-      spike_units: [n] i8 row of ``unit_ids`` per spike.
-      domain: where the session has data; ``splits`` maps ``train``/``valid``/``test`` to their domains.
-      behaviour: named behaviour series, e.g. ``cursor`` with ``pos``/``vel``/``acc``.
-      intervals: named interval sets: ``trials``, ``movement_phases/reach_period``, ``cursor_outlier_segments``...
-      truth: generator ground truth (latents, rates, tuning), empty for real data.
-      path: the file the recording was read from, None if it was built in memory.
-      skipped: errors of the file's fields skipped as unusable when it was read, by field.
+        brainset_id, session_id, subject_id: identifiers; unit ids are namespaced ``brainset/session/unit``.
+        unit_ids: [u] local unit names (the ``units/id`` column), unique within the session.
+        spike_times: [n] f8 sorted spike times in seconds.
+        spike_units: [n] i8 row of ``unit_ids`` per spike.
+        domain: where the session has data; ``splits`` maps ``train``/``valid``/``test`` to their domains.
+        behaviour: named behaviour series, e.g. ``cursor`` with ``pos``/``vel``/``acc``.
+        intervals: named interval sets: ``trials``, ``movement_phases/reach_period``, ``cursor_outlier_segments``...
+        truth: generator ground truth (latents, rates, tuning), empty for real data.
+        path: the file the recording was read from, None if it was built in memory.
+        skipped: errors of the file's fields skipped as unusable when it was read, by field.
     """
 
     brainset_id: str

@@ -53,10 +53,10 @@ def make_splits(
     """Train/valid/test domains: whole trials to valid/test, all remaining time to train.
 
     Args:
-      domain: the session's domain.
-      trials: the trials, or None to cut ``domain`` in time into consecutive train/valid/test blocks.
-      fractions: (train, valid, test) shares of the trials (or of the time), summing to 1.
-      seed: which trials go where is a seeded permutation, so the same seed gives the same splits.
+        domain: the session's domain.
+        trials: the trials, or None to cut ``domain`` in time into consecutive train/valid/test blocks.
+        fractions: (train, valid, test) shares of the trials (or of the time), summing to 1.
+        seed: which trials go where is a seeded permutation, so the same seed gives the same splits.
     """
     fractions = np.asarray(fractions, dtype=np.float64)
     if fractions.shape != (3,) or np.any(fractions < 0) or not np.isclose(fractions.sum(), 1.0):
@@ -95,9 +95,9 @@ def splits_from_labels(domain: Intervals, trials: Intervals, labels: np.ndarray)
     ``none`` trials and the time between trials) is train.
 
     Args:
-      domain: the session's domain.
-      trials: [i] the trials, sorted by start.
-      labels: [i] str, each one of :data:`SPLIT_LABELS`.
+        domain: the session's domain.
+        trials: [i] the trials, sorted by start.
+        labels: [i] str, each one of :data:`SPLIT_LABELS`.
     """
     labels = np.asarray(labels)
     train = labels == "train"

@@ -86,8 +86,8 @@ class Parser:
     """Reads the groups of one open file, naming the field in every error.
 
     Attributes:
-      skipped: the error of every unusable time series or unchecked interval set, by field.
-      conventions: the domain convention of every regular time series, by field.
+        skipped: the error of every unusable time series or unchecked interval set, by field.
+        conventions: the domain convention of every regular time series, by field.
     """
 
     def __init__(self, path: Path, file: h5py.File):

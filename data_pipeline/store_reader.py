@@ -40,9 +40,9 @@ def _spike_index(
     """Validate the spikes blockwise and build the 1 s coarse index.
 
     Returns:
-      grid: [g] f8 whole seconds from the spikes' domain start, as temporaldata lays them out.
-      coarse: [g] i8 ``searchsorted(timestamps, grid)``, checked against the file's copy when present.
-      n: number of spikes.
+        grid: [g] f8 whole seconds from the spikes' domain start, as temporaldata lays them out.
+        coarse: [g] i8 ``searchsorted(timestamps, grid)``, checked against the file's copy when present.
+        n: number of spikes.
     """
     with parser.field("spikes/timestamps"):
         times, units = spikes.get("timestamps"), spikes.get("unit_index")
@@ -241,7 +241,7 @@ def check_unique_sessions(recordings: Sequence[SessionKeys]) -> None:
     """Refuse two recordings with one ``brainset/session`` key: their units would silently merge in a run.
 
     Raises:
-      DataError: naming both files.
+        DataError: naming both files.
     """
     first: dict[str, SessionKeys] = {}
     for rec in recordings:
@@ -259,7 +259,7 @@ def open_directory(path: str | os.PathLike) -> list[StoredRecording]:
     """Open every ``*.h5`` session file in directory ``path``, sorted by file name.
 
     Raises:
-      DataError: the directory holds no session file, one file is unusable, or two files hold the same session.
+        DataError: the directory holds no session file, one file is unusable, or two files hold the same session.
     """
     files = sorted(Path(path).glob("*.h5"))
     if not files:

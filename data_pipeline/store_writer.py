@@ -169,16 +169,16 @@ def write_recording(path: str | os.PathLike, recording: Recording, *, overwrite:
     """Write ``recording`` to ``path`` atomically in the brainsets/temporaldata layout.
 
     Args:
-      path: destination ``.h5`` file; its directory must exist.
-      recording: the session (a :class:`Recording`, or anything with its attributes, e.g. a StoredRecording).
-      overwrite: replace an existing file; without it an existing ``path`` raises FileExistsError.
+        path: destination ``.h5`` file; its directory must exist.
+        recording: the session (a :class:`Recording`, or anything with its attributes, e.g. a StoredRecording).
+        overwrite: replace an existing file; without it an existing ``path`` raises FileExistsError.
 
     Returns:
-      The path written.
+        The path written.
 
     Raises:
-      DataError: the recording is inconsistent (nothing is written).
-      FileExistsError: ``path`` exists and ``overwrite`` is False.
+        DataError: the recording is inconsistent (nothing is written).
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
     """
     path = Path(path)
     if path.exists() and not overwrite:

@@ -54,18 +54,18 @@ def measure_windows_per_second(
     uses the mean.
 
     Args:
-      recordings: the sessions to draw training windows from.
-      cfg: tokenizer configuration.
-      batch_size: windows per batch.
-      seconds: time spent on each of the two measurements.
-      vocab_maps: per recording ``(unit_index, session_index)``; None numbers units and sessions consecutively.
-      unit_dropout: unit dropout as in training; None to measure without it.
-      seed: data seed.
+        recordings: the sessions to draw training windows from.
+        cfg: tokenizer configuration.
+        batch_size: windows per batch.
+        seconds: time spent on each of the two measurements.
+        vocab_maps: per recording ``(unit_index, session_index)``; None numbers units and sessions consecutively.
+        unit_dropout: unit dropout as in training; None to measure without it.
+        seed: data seed.
 
     Returns:
-      ``windows_per_second``, ``windows_per_second_mean``, ``ms_per_window``, ``grain_windows_per_second``,
-      ``spikes_per_window`` (mean real tokens), ``batch_size``, ``sizes`` (padded ``s, q, c``) and ``batches``
-      (timed batcher calls).
+        ``windows_per_second``, ``windows_per_second_mean``, ``ms_per_window``, ``grain_windows_per_second``,
+        ``spikes_per_window`` (mean real tokens), ``batch_size``, ``sizes`` (padded ``s, q, c``) and ``batches``
+        (timed batcher calls).
     """
     if vocab_maps is None:
         sizes = [len(r.unit_ids) for r in recordings]

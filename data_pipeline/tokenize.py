@@ -40,14 +40,14 @@ class TokenizerConfig:
     """How recordings become tokens.
 
     Attributes:
-      bin_width: chunk length in seconds (0.05; 0.02 and 0.01 work too).
-      window: training window length in seconds, a multiple of ``bin_width``.
-      target: ``"<behaviour>.<field>"``, e.g. ``"cursor.vel"`` or ``"hand.vel"``.
-      target_mean, target_std: z-scoring, a scalar or one value per target dimension (cm/s for cursor velocity).
-      weights: loss weight per interval set name (a mapping; stored as sorted ``(name, weight)`` pairs).
-      default_weight: weight of a query before interval weights multiply in.
-      spike_buckets, query_buckets: padding ladders for ``s`` and ``q``.
-      chunk_buckets: padding ladder for ``c``; None means ``window_chunks * 2**k``.
+        bin_width: chunk length in seconds (0.05; 0.02 and 0.01 work too).
+        window: training window length in seconds, a multiple of ``bin_width``.
+        target: ``"<behaviour>.<field>"``, e.g. ``"cursor.vel"`` or ``"hand.vel"``.
+        target_mean, target_std: z-scoring, a scalar or one value per target dimension (cm/s for cursor velocity).
+        weights: loss weight per interval set name (a mapping; stored as sorted ``(name, weight)`` pairs).
+        default_weight: weight of a query before interval weights multiply in.
+        spike_buckets, query_buckets: padding ladders for ``s`` and ``q``.
+        chunk_buckets: padding ladder for ``c``; None means ``window_chunks * 2**k``.
     """
 
     bin_width: float = 0.05
@@ -88,7 +88,7 @@ def check_unit_index(unit_index: np.ndarray, num_units: int, session: str) -> np
     """Validates a session's unit-row → global-unit map and returns it as int32.
 
     Raises:
-      ValueError: if it is not 1-D integer, does not have one entry per unit, or uses the reserved index 0.
+        ValueError: if it is not 1-D integer, does not have one entry per unit, or uses the reserved index 0.
     """
     unit_index = np.asarray(unit_index)
     if unit_index.ndim != 1 or not np.issubdtype(unit_index.dtype, np.integer):
@@ -109,12 +109,12 @@ def interval_weights(times: np.ndarray, intervals: Mapping[str, Intervals], cfg:
     """Loss weight of each time: ``default_weight`` times the weight of every configured interval set holding it.
 
     Args:
-      times: [t] seconds.
-      intervals: the recording's named interval sets.
-      cfg: supplies ``weights`` and ``default_weight``.
+        times: [t] seconds.
+        intervals: the recording's named interval sets.
+        cfg: supplies ``weights`` and ``default_weight``.
 
     Returns:
-      [t] float32.
+        [t] float32.
     """
     w = np.full(len(times), cfg.default_weight, dtype=np.float64)
     for name, weight in cfg.weights:
@@ -128,9 +128,9 @@ class QueryTable:
     """A session's queries, computed once: behaviour times with z-scored targets and loss weights.
 
     Attributes:
-      times: [t] float64 behaviour timestamps (sorted).
-      target: [t, y] float32 z-scored targets, 0 where the behaviour is NaN.
-      weight: [t] float32 loss weights, 0 where the behaviour is NaN.
+        times: [t] float64 behaviour timestamps (sorted).
+        target: [t, y] float32 z-scored targets, 0 where the behaviour is NaN.
+        weight: [t] float32 loss weights, 0 where the behaviour is NaN.
     """
 
     times: np.ndarray
@@ -142,8 +142,8 @@ class QueryTable:
         """Reads ``cfg.target`` from the recording's behaviour.
 
         Raises:
-          DataError: naming the file and field if the behaviour or field is missing or unusable.
-          ValueError: naming the file if values and timestamps differ in length, or if timestamps are not sorted.
+            DataError: naming the file and field if the behaviour or field is missing or unusable.
+            ValueError: naming the file if values and timestamps differ in length, or if timestamps are not sorted.
         """
         name, field = cfg.target.split(".")
         series = recording.target_series(name, field)
@@ -171,12 +171,12 @@ def chunk_and_offset(rel: np.ndarray, bin_width: float, num_chunks: int) -> tupl
     window end may divide to ``num_chunks``; both stay in their chunk.
 
     Args:
-      rel: [k] float64 seconds since the window start, in ``[0, num_chunks * bin_width)``.
-      bin_width: chunk length in seconds.
-      num_chunks: chunks in the window.
+        rel: [k] float64 seconds since the window start, in ``[0, num_chunks * bin_width)``.
+        bin_width: chunk length in seconds.
+        num_chunks: chunks in the window.
 
     Returns:
-      chunk [k] int32 in ``[0, num_chunks)``, local [k] float32 in ``[0, bin_width)``.
+        chunk [k] int32 in ``[0, num_chunks)``, local [k] float32 in ``[0, bin_width)``.
     """
     scaled = np.divide(rel, bin_width)
     np.floor(scaled, out=scaled)
@@ -208,17 +208,17 @@ def tokenize_window(
     """Tokenizes the window ``[t0, t0 + num_chunks * bin_width)`` of one recording (no batch axis).
 
     Args:
-      recording: a :class:`Recording` or a lazy reader with the same attributes (spikes read by time).
-      t0: window start in seconds.
-      num_chunks: chunks in the window (any length: evaluation trials are never cut).
-      unit_index: [u] int session-local unit row -> global unit index (>= 1).
-      session_index: the session's vocabulary index.
-      cfg: tokenizer configuration.
-      keep_units: optional [u] bool, units to keep (unit dropout); None keeps all.
-      queries: the session's :class:`QueryTable`, to avoid recomputing it per window; None builds it.
+        recording: a :class:`Recording` or a lazy reader with the same attributes (spikes read by time).
+        t0: window start in seconds.
+        num_chunks: chunks in the window (any length: evaluation trials are never cut).
+        unit_index: [u] int session-local unit row -> global unit index (>= 1).
+        session_index: the session's vocabulary index.
+        cfg: tokenizer configuration.
+        keep_units: optional [u] bool, units to keep (unit dropout); None keeps all.
+        queries: the session's :class:`QueryTable`, to avoid recomputing it per window; None builds it.
 
     Returns:
-      The fields of ``BATCH_FIELDS`` without the batch axis, ``s``, ``q``, ``c`` padded to their buckets.
+        The fields of ``BATCH_FIELDS`` without the batch axis, ``s``, ``q``, ``c`` padded to their buckets.
     """
     unit_index = check_unit_index(unit_index, len(recording.unit_ids), recording.session_key)
     if num_chunks < 1:
@@ -272,14 +272,14 @@ def collate(windows: Sequence[Mapping[str, np.ndarray]], sizes: buckets.BatchSiz
     """Stacks tokenized windows into a batch, padding ``s``, ``q``, ``c`` to the largest in the batch.
 
     Args:
-      windows: outputs of :func:`tokenize_window` (already bucketed, so the maxima are buckets too).
-      sizes: fixed sizes to pad to instead (training keeps shapes fixed so jit compiles once).
+        windows: outputs of :func:`tokenize_window` (already bucketed, so the maxima are buckets too).
+        sizes: fixed sizes to pad to instead (training keeps shapes fixed so jit compiles once).
 
     Returns:
-      A batch following ``BATCH_FIELDS``.
+        A batch following ``BATCH_FIELDS``.
 
     Raises:
-      ValueError: if ``windows`` is empty or a window holds more real tokens, queries or chunks than ``sizes``.
+        ValueError: if ``windows`` is empty or a window holds more real tokens, queries or chunks than ``sizes``.
     """
     if not windows:
         raise ValueError("windows: cannot collate an empty list")

@@ -214,10 +214,10 @@ class EpochBatches(grain.MapDataset):
     """Infinite training batches in shuffled epochs (module docstring).
 
     Args:
-      groups: example ids per length group (every batch comes from one group, so it pads to that group's sizes).
-      batch_size: examples per batch.
-      seed: data seed.
-      make_batch: ``(group, example ids, rng) -> batch``.
+        groups: example ids per length group (every batch comes from one group, so it pads to that group's sizes).
+        batch_size: examples per batch.
+        seed: data seed.
+        make_batch: ``(group, example ids, rng) -> batch``.
     """
 
     def __init__(

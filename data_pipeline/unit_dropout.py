@@ -81,12 +81,12 @@ def kept_unit_counts(keys: np.ndarray, num_units: np.ndarray, cfg: UnitDropoutCo
     """How many units each window keeps.
 
     Args:
-      keys: [b] uint64 per-window random keys.
-      num_units: [b] the unit count of each window's session.
-      cfg: the (uncapped) triangular distribution.
+        keys: [b] uint64 per-window random keys.
+        num_units: [b] the unit count of each window's session.
+        cfg: the (uncapped) triangular distribution.
 
     Returns:
-      [b] int64 counts in ``[min(min_units, u), min(max_units, u)]``.
+        [b] int64 counts in ``[min(min_units, u), min(max_units, u)]``.
     """
     keys = np.asarray(keys, dtype=np.uint64)
     u = uniform_from_bits(splitmix64(keys ^ np.uint64(_COUNT_STREAM)))
@@ -102,12 +102,12 @@ def keep_masks(keys: np.ndarray, num_units: np.ndarray, cfg: UnitDropoutConfig) 
     session's unit count (when sessions of different sizes share a batch) are never kept.
 
     Args:
-      keys: [b] uint64 per-window random keys.
-      num_units: [b] the unit count of each window's session.
-      cfg: the triangular distribution.
+        keys: [b] uint64 per-window random keys.
+        num_units: [b] the unit count of each window's session.
+        cfg: the triangular distribution.
 
     Returns:
-      [b, max(num_units)] bool.
+        [b, max(num_units)] bool.
     """
     keys = np.asarray(keys, dtype=np.uint64)
     num_units = np.asarray(num_units, dtype=np.int64)

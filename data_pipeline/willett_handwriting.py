@@ -58,7 +58,7 @@ def cube_rows(path: Path, cues: list[str], cubes: dict[str, np.ndarray]) -> tupl
     """For every kept trial in recording order: (index into ``cues``, row of its character's cube).
 
     Raises:
-      DataError: a cue without a cube, or a cube whose row count differs from its character's number of cues.
+        DataError: a cue without a cube, or a cube whose row count differs from its character's number of cues.
     """
     kept, rows, seen = [], [], dict.fromkeys(cubes, 0)
     for i, cue in enumerate(cues):
@@ -138,17 +138,17 @@ def read_handwriting(
     """Read a ``singleLetters.mat`` file into a :class:`Recording` (module docstring).
 
     Args:
-      path: the ``singleLetters.mat`` file.
-      brainset_id: dataset name, first part of every unit key.
-      session_id: defaults to the folder name (``t5.2019.05.08``) for ``singleLetters.mat``, else the file stem.
-      subject_id: the participant.
-      go_bin: cube bin of the go cue (``go_cue_time = trial start + go_bin · 10 ms``).
+        path: the ``singleLetters.mat`` file.
+        brainset_id: dataset name, first part of every unit key.
+        session_id: defaults to the folder name (``t5.2019.05.08``) for ``singleLetters.mat``, else the file stem.
+        subject_id: the participant.
+        go_bin: cube bin of the go cue (``go_cue_time = trial start + go_bin · 10 ms``).
 
     Returns:
-      The session: units ``ch_000``… (192), 10 ms bins, trials with labels, blocks, splits.
+        The session: units ``ch_000``… (192), 10 ms bins, trials with labels, blocks, splits.
 
     Raises:
-      DataError: naming the file and the field that is missing or malformed.
+        DataError: naming the file and the field that is missing or malformed.
     """
     path = Path(path)
     data, cubes = read_cubes(path)

@@ -130,9 +130,9 @@ def block_intervals(trials: Intervals, block: np.ndarray, mean: np.ndarray, std:
     """One interval per block, from its first trial's start to its last trial's end, with its normalisation.
 
     Args:
-      trials: the session's trials.
-      block: [n] block id of each trial.
-      mean, std: [b, c] per block (in ``np.unique(block)`` order) the values subtracted and divided by.
+        trials: the session's trials.
+        block: [n] block id of each trial.
+        mean, std: [b, c] per block (in ``np.unique(block)`` order) the values subtracted and divided by.
     """
     ids = np.unique(block)
     start = np.array([trials.start[block == b].min() for b in ids])
@@ -154,14 +154,14 @@ def binned_recording(
     """A session of binned trials laid end to end (module docstring).
 
     Args:
-      ids: (brainset_id, session_id, subject_id).
-      unit_ids: [c] one name per feature column.
-      counts: per trial [t_i, c] i8 counts stored as spikes (zero columns for features that are not counts).
-      features: per trial [t_i, c] normalised values.
-      bin_width: seconds.
-      trials: the trials, laid out by :func:`trial_bounds` on the same lengths.
-      which: [n] split of each trial: 0 train, 1 valid, 2 test.
-      intervals: extra interval sets (``blocks``, ``phonemes``); ``trials`` is added.
+        ids: (brainset_id, session_id, subject_id).
+        unit_ids: [c] one name per feature column.
+        counts: per trial [t_i, c] i8 counts stored as spikes (zero columns for features that are not counts).
+        features: per trial [t_i, c] normalised values.
+        bin_width: seconds.
+        trials: the trials, laid out by :func:`trial_bounds` on the same lengths.
+        which: [n] split of each trial: 0 train, 1 valid, 2 test.
+        intervals: extra interval sets (``blocks``, ``phonemes``); ``trials`` is added.
     """
     times, units = counts_to_spikes(np.concatenate(counts), 0.0, bin_width)
     values = np.concatenate(features).astype(np.float32)

@@ -66,7 +66,7 @@ def read_phoneme_dict(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
     alternate pronunciations (``WORD(2)``) and repeated words are ignored: the first pronunciation wins.
 
     Raises:
-      DataError: the file cannot be read, holds an unknown phoneme, or no words.
+        DataError: the file cannot be read, holds an unknown phoneme, or no words.
     """
     path = Path(path)
     try:
@@ -218,20 +218,20 @@ def read_speech(
     """Read the competition files of one session into a :class:`Recording` (module docstring).
 
     Args:
-      paths: the session's files (e.g. ``train/t12.2022.06.14.mat`` and ``test/t12.2022.06.14.mat``), stored in
-        this order.
-      split: put every file in this split (train, valid or test) instead of the one its folder names.
-      features: feature cells to read, concatenated in this order.
-      channels: electrode columns taken from every feature (0–127: area 6v, 128–255: area 44).
-      phoneme_dict: a CMU-style pronunciation file; without it no phoneme labels are stored.
-      brainset_id, session_id, subject_id: identifiers; the session id defaults to the files' common stem.
+        paths: the session's files (e.g. ``train/t12.2022.06.14.mat`` and ``test/t12.2022.06.14.mat``), stored in
+          this order.
+        split: put every file in this split (train, valid or test) instead of the one its folder names.
+        features: feature cells to read, concatenated in this order.
+        channels: electrode columns taken from every feature (0–127: area 6v, 128–255: area 44).
+        phoneme_dict: a CMU-style pronunciation file; without it no phoneme labels are stored.
+        brainset_id, session_id, subject_id: identifiers; the session id defaults to the files' common stem.
 
     Returns:
-      The session: one unit per feature column, 20 ms bins, sentences as trials, blocks, splits (and phonemes).
+        The session: one unit per feature column, 20 ms bins, sentences as trials, blocks, splits (and phonemes).
 
     Raises:
-      DataError: naming the file and field that is missing or malformed (or the dictionary word that is missing).
-      ValueError: bad arguments (unknown feature, channel out of range, files of different sessions, no split).
+        DataError: naming the file and field that is missing or malformed (or the dictionary word that is missing).
+        ValueError: bad arguments (unknown feature, channel out of range, files of different sessions, no split).
     """
     paths = [Path(p) for p in paths]
     features, channels = tuple(features), np.asarray(channels, dtype=np.int64)

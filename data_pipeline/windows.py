@@ -39,7 +39,7 @@ def windows_per_epoch(intervals: Intervals, window: float) -> int:
     """The number of training windows in one epoch: ``sum(floor(L_i / window))`` over the intervals.
 
     Raises:
-      ValueError: if no interval is at least one window long.
+        ValueError: if no interval is at least one window long.
     """
     _, length = _fitting_intervals(intervals, window)
     n = int(np.sum(np.floor(length / window)))
@@ -56,15 +56,15 @@ def epoch_window_starts(intervals: Intervals, window: float, rng: np.random.Gene
     """Random window starts for one epoch, each window fully inside one of ``intervals``, in shuffled order.
 
     Args:
-      intervals: the session's train intervals.
-      window: window length in seconds.
-      rng: the epoch's generator (seed it with (seed, session, epoch) for determinism).
+        intervals: the session's train intervals.
+        window: window length in seconds.
+        rng: the epoch's generator (seed it with (seed, session, epoch) for determinism).
 
     Returns:
-      [windows_per_epoch] float64 start times.
+        [windows_per_epoch] float64 start times.
 
     Raises:
-      ValueError: if no interval is at least one window long.
+        ValueError: if no interval is at least one window long.
     """
     n = windows_per_epoch(intervals, window)
     start, length = _fitting_intervals(intervals, window)
@@ -93,7 +93,7 @@ def eval_trials(recording: Recording, split: str) -> Intervals:
     intervals as trials. A trial that straddles the split boundary is kept whole.
 
     Raises:
-      ValueError: if the recording has no such split or no trial intersects it.
+        ValueError: if the recording has no such split or no trial intersects it.
     """
     if split not in recording.splits:
         raise ValueError(

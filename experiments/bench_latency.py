@@ -64,7 +64,7 @@ def time_calls(call: Callable[[int], object], steps: int, warmup: int = 10) -> d
     """Runs ``call(i)`` (which must block until its result is ready) ``warmup + steps`` times.
 
     Returns:
-      ``{"median_us", "p99_us", "mean_us", "cpu_median_us", "steps"}`` over the timed calls.
+        ``{"median_us", "p99_us", "mean_us", "cpu_median_us", "steps"}`` over the timed calls.
     """
     for i in range(warmup):
         call(i)

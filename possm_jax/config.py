@@ -25,23 +25,23 @@ class POSSMConfig:
     """Model hyper-parameters.
 
     Attributes:
-      dim: d, token / latent / query width.
-      num_latents: M latents per chunk; the backbone reads M * d per chunk.
-      depth: in-chunk self-attention layers over the M latents (0 in the reference).
-      bin_width: chunk length in seconds (0.05; 0.02 and 0.01 also work).
-      head_dim: attention head width e (64; the first 32 dims carry RoPE).
-      ffn_mult: GEGLU FFN multiplier (hidden 2 * mult * d in, mult * d out).
-      ffn_dropout: dropout inside the encoder and decoder FFNs (training only).
-      backbone: recurrent backbone hyper-parameters.
-      tasks: task name -> output width. Readouts exist for these only; ``query_task`` indexes this order.
-      context_chunks: k, backbone outputs each query attends to (3).
-      lag: None: chunk-causal (the reference: a query also sees the chunk that contains it, which ends up to one
-        bin width after the query). A number >= 0: strictly causal, only chunks that ended at or before t - lag.
-      input_kind: "spikes" (one token per spike) or "binned" (one token per channel and bin; ``spike_value``
-        carries the normalised count through a learned value embedding).
-      task_embedding: add a learned per-task vector to the decoder queries.
-      rope_t_min: shortest RoPE period in seconds.
-      rope_t_max: longest RoPE period in seconds.
+        dim: d, token / latent / query width.
+        num_latents: M latents per chunk; the backbone reads M * d per chunk.
+        depth: in-chunk self-attention layers over the M latents (0 in the reference).
+        bin_width: chunk length in seconds (0.05; 0.02 and 0.01 also work).
+        head_dim: attention head width e (64; the first 32 dims carry RoPE).
+        ffn_mult: GEGLU FFN multiplier (hidden 2 * mult * d in, mult * d out).
+        ffn_dropout: dropout inside the encoder and decoder FFNs (training only).
+        backbone: recurrent backbone hyper-parameters.
+        tasks: task name -> output width. Readouts exist for these only; ``query_task`` indexes this order.
+        context_chunks: k, backbone outputs each query attends to (3).
+        lag: None: chunk-causal (the reference: a query also sees the chunk that contains it, which ends up to one
+          bin width after the query). A number >= 0: strictly causal, only chunks that ended at or before t - lag.
+        input_kind: "spikes" (one token per spike) or "binned" (one token per channel and bin; ``spike_value``
+          carries the normalised count through a learned value embedding).
+        task_embedding: add a learned per-task vector to the decoder queries.
+        rope_t_min: shortest RoPE period in seconds.
+        rope_t_max: longest RoPE period in seconds.
     """
 
     dim: int = 64
@@ -128,11 +128,11 @@ def get_preset(name: str, **overrides: Any) -> POSSMConfig:
     """A named preset, optionally with fields replaced.
 
     Args:
-      name: one of :func:`preset_names`.
-      **overrides: POSSMConfig fields to replace (e.g. ``lag=0.05``, ``tasks={"cursor_velocity_2d": 2}``).
+        name: one of :func:`preset_names`.
+        **overrides: POSSMConfig fields to replace (e.g. ``lag=0.05``, ``tasks={"cursor_velocity_2d": 2}``).
 
     Raises:
-      ValueError: unknown preset name or field.
+        ValueError: unknown preset name or field.
     """
     if name not in _PRESETS:
         raise ValueError(f"get_preset: unknown preset {name!r}; valid presets: {list(_PRESETS)}.")

@@ -83,13 +83,13 @@ def load_reference_state_dict(
     """Copy a reference state dict into ``model`` in place (all-or-nothing).
 
     Args:
-      model: a POSSM with a GRU backbone, ``num_latents``/``depth``/sizes matching the checkpoint.
-      tensors: state-dict name -> array (torch tensors converted with ``.numpy()``, or :func:`load_reference_npz`).
-      task_ids: our task name -> row of the reference ``task_emb`` (its registry id); defaults to
-        :data:`REFERENCE_TASK_IDS`.
+        model: a POSSM with a GRU backbone, ``num_latents``/``depth``/sizes matching the checkpoint.
+        tensors: state-dict name -> array (torch tensors converted with ``.numpy()``, or :func:`load_reference_npz`).
+        task_ids: our task name -> row of the reference ``task_emb`` (its registry id); defaults to
+          :data:`REFERENCE_TASK_IDS`.
 
     Raises:
-      ValueError: a tensor is missing, has the wrong shape, is not understood, or the model is not convertible.
+        ValueError: a tensor is missing, has the wrong shape, is not understood, or the model is not convertible.
     """
     cfg = model.config
     if not isinstance(model.backbone, GRU):
@@ -142,7 +142,7 @@ def load_reference_npz(path: str | Path, prefix: str = "param/") -> dict[str, np
     """Read the state-dict arrays stored under ``prefix`` in an ``.npz`` (no pickle), with the prefix removed.
 
     Raises:
-      ValueError: the file holds no arrays under ``prefix``.
+        ValueError: the file holds no arrays under ``prefix``.
     """
     with np.load(path, allow_pickle=False) as z:
         tensors = {k[len(prefix) :]: z[k] for k in z.files if k.startswith(prefix)}

@@ -34,11 +34,11 @@ class StreamState(NamedTuple):
     """Carried between streaming steps.
 
     Attributes:
-      backbone: the backbone's recurrent state.
-      keys: [b, K, e] decoder keys of the last K backbone outputs, newest first, unrotated. Caching the
-        projections (not the raw outputs) means each step projects only the new output.
-      values: [b, K, e] decoder values, same layout.
-      count: [b] int32 chunks processed so far (slots with offset >= count are empty).
+        backbone: the backbone's recurrent state.
+        keys: [b, K, e] decoder keys of the last K backbone outputs, newest first, unrotated. Caching the
+          projections (not the raw outputs) means each step projects only the new output.
+        values: [b, K, e] decoder values, same layout.
+        count: [b] int32 chunks processed so far (slots with offset >= count are empty).
     """
 
     backbone: PyTree
@@ -51,9 +51,9 @@ class StreamTables(NamedTuple):
     """Per-parameter constants that speed up streaming (compute once with :meth:`POSSM.stream_tables`).
 
     Attributes:
-      unit_keys: [u, e] encoder keys of every unit's token (spike inputs; None for binned inputs, whose tokens
-        depend on the count).
-      unit_values: [u, e] encoder values, same layout.
+        unit_keys: [u, e] encoder keys of every unit's token (spike inputs; None for binned inputs, whose tokens
+          depend on the count).
+        unit_values: [u, e] encoder values, same layout.
     """
 
     unit_keys: Array | None
@@ -64,8 +64,8 @@ class DecoderTimes(NamedTuple):
     """Explicit decoder times in one common frame, overriding the local chunk frame (for reference parity).
 
     Attributes:
-      query_time: [b, q] query times.
-      chunk_end_time: [c] or [b, c] end time of every chunk, in the same frame.
+        query_time: [b, q] query times.
+        chunk_end_time: [c] or [b, c] end time of every chunk, in the same frame.
     """
 
     query_time: Array
@@ -81,10 +81,10 @@ class POSSM(nnx.Module):
     """The POSSM model.
 
     Args:
-      config: hyper-parameters (see :func:`possm_jax.config.get_preset`).
-      num_units: rows of the unit-embedding table, including the reserved row 0 (``len(unit_vocab)``).
-      num_sessions: rows of the session-embedding table, including row 0 (``len(session_vocab)``).
-      rngs: parameter RNG streams.
+        config: hyper-parameters (see :func:`possm_jax.config.get_preset`).
+        num_units: rows of the unit-embedding table, including the reserved row 0 (``len(unit_vocab)``).
+        num_sessions: rows of the session-embedding table, including row 0 (``len(session_vocab)``).
+        rngs: parameter RNG streams.
     """
 
     def __init__(self, config: POSSMConfig, num_units: int, num_sessions: int, *, rngs: nnx.Rngs):
@@ -167,13 +167,13 @@ class POSSM(nnx.Module):
         """Queries and their gathered key band, ready for :meth:`OutputDecoder.attend`.
 
         Args:
-          batch: reads ``session``, ``query_chunk``, ``query_time``, ``query_task`` and ``chunk_mask``.
-          context: [b, c, h] backbone outputs.
-          times: explicit query / chunk-end times in a common frame (reference parity); default: the local frame.
+            batch: reads ``session``, ``query_chunk``, ``query_time``, ``query_task`` and ``chunk_mask``.
+            context: [b, c, h] backbone outputs.
+            times: explicit query / chunk-end times in a common frame (reference parity); default: the local frame.
 
         Returns:
-          (queries [b, q, d], query rotation [b, q, f], keys [b, q, k, e], values [b, q, k, e],
-          key rotation [b, q, k, f], visible [b, q, k]).
+            (queries [b, q, d], query rotation [b, q, f], keys [b, q, k, e], values [b, q, k, e],
+            key rotation [b, q, k, f], visible [b, q, k]).
         """
         query_time = jnp.asarray(batch["query_time"])
         x = self.decoder.queries(self.session_emb(jnp.asarray(batch["session"])), jnp.asarray(batch["query_task"]))
@@ -197,15 +197,15 @@ class POSSM(nnx.Module):
         """Run windows.
 
         Args:
-          batch: the keys of ``data_pipeline.batch_layout.MODEL_INPUT_KEYS`` (``spike_value`` only for binned input).
-            Host (numpy) inputs are validated before any computation; traced inputs are not.
-          state: backbone state before chunk 0; None for zeros (window / trial start).
-          rngs: pass to enable dropout (training).
+            batch: the keys of ``data_pipeline.batch_layout.MODEL_INPUT_KEYS`` (``spike_value`` only for binned input).
+              Host (numpy) inputs are validated before any computation; traced inputs are not.
+            state: backbone state before chunk 0; None for zeros (window / trial start).
+            rngs: pass to enable dropout (training).
 
         Returns:
-          (predictions {task: [b, q, y_task]} for every query and task, backbone state after the last chunk;
-          padded chunks at the end of a window are included in that state, so carry state only across unpadded
-          windows).
+            (predictions {task: [b, q, y_task]} for every query and task, backbone state after the last chunk;
+            padded chunks at the end of a window are included in that state, so carry state only across unpadded
+            windows).
         """
         if not validate.is_traced(batch):
             validate.check_batch(batch, self)
@@ -245,14 +245,14 @@ class POSSM(nnx.Module):
         """Advance every stream by one chunk and answer the queries that fall in it (inference, no dropout).
 
         Args:
-          state: from :meth:`init_stream` or the previous step.
-          chunk: ``spike_unit``, ``spike_time`` (seconds since the chunk start), ``spike_mask`` (and
-            ``spike_value`` for binned input), each [b, s].
-          queries: ``session`` [b]; ``query_time`` (seconds since this chunk's start), ``query_task``, each [b, q].
-          tables: optional :meth:`stream_tables` of the current parameters (same result, less work per step).
+            state: from :meth:`init_stream` or the previous step.
+            chunk: ``spike_unit``, ``spike_time`` (seconds since the chunk start), ``spike_mask`` (and
+              ``spike_value`` for binned input), each [b, s].
+            queries: ``session`` [b]; ``query_time`` (seconds since this chunk's start), ``query_task``, each [b, q].
+            tables: optional :meth:`stream_tables` of the current parameters (same result, less work per step).
 
         Returns:
-          (new state, {task: [b, q, y_task]}).
+            (new state, {task: [b, q, y_task]}).
         """
         if not (validate.is_traced(chunk) or validate.is_traced(queries)):
             validate.check_step(chunk, queries, self)
@@ -276,7 +276,7 @@ class POSSM(nnx.Module):
         """The decoder part of :meth:`step`: cache the new backbone output y [b, h], answer the queries.
 
         Returns:
-          (``state`` with the new key / value cache and count, its backbone field untouched; {task: [b, q, y]}).
+            (``state`` with the new key / value cache and count, its backbone field untouched; {task: [b, q, y]}).
         """
         k_new, v_new = self.decoder.key_value(y)
         keys = jnp.concatenate([k_new[:, None], state.keys[:, :-1]], axis=1)

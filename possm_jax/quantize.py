@@ -50,11 +50,11 @@ def quantize_array(w: np.ndarray, weights: str) -> QuantizedWeight:
     """Quantise one [..., out] weight to ``weights`` ("bf16" or "int8"); int8 scales are per output channel.
 
     Args:
-      w: float32 weight, output channels on the last axis.
-      weights: "bf16" or "int8".
+        w: float32 weight, output channels on the last axis.
+        weights: "bf16" or "int8".
 
     Returns:
-      The quantised weight (numpy arrays, so they become compile-time constants when closed over).
+        The quantised weight (numpy arrays, so they become compile-time constants when closed over).
     """
     w = np.asarray(w, np.float32)
     if weights == "bf16":
@@ -119,15 +119,15 @@ def check_r2_drop(model: nnx.Module, weights: str, r2: Callable[[nnx.Module], fl
     """Refuse a format that costs too much accuracy: compare ``r2`` of the float32 and the quantised model.
 
     Args:
-      model: the trained float32 model.
-      weights: the format to check.
-      r2: model -> test R² (the same data and scoring for both calls).
+        model: the trained float32 model.
+        weights: the format to check.
+        r2: model -> test R² (the same data and scoring for both calls).
 
     Returns:
-      ``{"r2_f32", "r2", "drop"}``.
+        ``{"r2_f32", "r2", "drop"}``.
 
     Raises:
-      ValueError: the drop exceeds :data:`R2_DROP_LIMIT`; use a wider format (bf16 or f32) for this model.
+        ValueError: the drop exceeds :data:`R2_DROP_LIMIT`; use a wider format (bf16 or f32) for this model.
     """
     base = float(r2(model))
     got = base if weights == "f32" else float(r2(fake_quantized(model, weights)))

@@ -163,13 +163,13 @@ def stack_streams(
     """The current chunk of several independent streams as one batch (one row per stream).
 
     Args:
-      chunks: per stream, a batch-1 chunk (``spike_unit``, ``spike_time``, ``spike_mask`` [, ``spike_value``],
-        each [1, s_i]), e.g. ``data_pipeline.stream.stream_chunks(...).chunk``; spike counts may differ.
-      queries: per stream, its batch-1 queries (``session`` [1], ``query_time``, ``query_task`` [1, q_i]).
+        chunks: per stream, a batch-1 chunk (``spike_unit``, ``spike_time``, ``spike_mask`` [, ``spike_value``],
+          each [1, s_i]), e.g. ``data_pipeline.stream.stream_chunks(...).chunk``; spike counts may differ.
+        queries: per stream, its batch-1 queries (``session`` [1], ``query_time``, ``query_task`` [1, q_i]).
 
     Returns:
-      (chunk [n, max s_i], queries [n, max q_i], [q_i]); padded spikes are masked, and the predictions of row i
-      beyond its q_i are padding to drop.
+        (chunk [n, max s_i], queries [n, max q_i], [q_i]); padded spikes are masked, and the predictions of row i
+        beyond its q_i are padding to drop.
     """
     s = max(np.shape(c["spike_unit"])[1] for c in chunks)
     counts = [np.shape(q["query_time"])[1] for q in queries]

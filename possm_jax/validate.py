@@ -136,7 +136,7 @@ def check_batch(batch: Mapping[str, Any], model: _ModelInfo) -> None:
     """Validate a window batch (keys of ``data_pipeline.batch_layout.MODEL_INPUT_KEYS``) on the host.
 
     Raises:
-      InputError: naming the offending key and the fix.
+        InputError: naming the offending key and the fix.
     """
     if not isinstance(batch, Mapping):
         raise InputError(f"batch must be a mapping of arrays, got {type(batch).__name__}.")
@@ -158,7 +158,7 @@ def check_step(chunk: Mapping[str, Any], queries: Mapping[str, Any], model: _Mod
     """Validate one streaming chunk and its queries on the host.
 
     Raises:
-      InputError: naming the offending argument (``chunk`` or ``queries``) and key.
+        InputError: naming the offending argument (``chunk`` or ``queries``) and key.
     """
     for arg, value in (("chunk", chunk), ("queries", queries)):
         if not isinstance(value, Mapping):

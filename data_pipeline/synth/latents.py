@@ -35,13 +35,13 @@ def ornstein_uhlenbeck(rng: np.random.Generator, num_steps: int, taus: np.ndarra
     """Stationary unit-variance OU processes sampled every ``dt``.
 
     Args:
-      rng: source of randomness.
-      num_steps: number of samples t.
-      taus: [p] time constants in seconds.
-      dt: sampling interval in seconds.
+        rng: source of randomness.
+        num_steps: number of samples t.
+        taus: [p] time constants in seconds.
+        dt: sampling interval in seconds.
 
     Returns:
-      [t, p] samples with x[0] ~ N(0, 1).
+        [t, p] samples with x[0] ~ N(0, 1).
     """
     a = np.exp(-dt / taus)
     noise = rng.standard_normal((num_steps, len(taus))) * np.sqrt(1 - a**2)
@@ -56,13 +56,13 @@ def event_bump(times: np.ndarray, events: np.ndarray, centre: float, width: floa
     """Sum of Gaussian bumps ``exp(-(t - e - centre)² / 2 width²)`` over events e.
 
     Args:
-      times: [t] seconds.
-      events: [k] event times in seconds.
-      centre: bump peak relative to each event (s).
-      width: bump standard deviation (s).
+        times: [t] seconds.
+        events: [k] event times in seconds.
+        centre: bump peak relative to each event (s).
+        width: bump standard deviation (s).
 
     Returns:
-      [t] summed bumps.
+        [t] summed bumps.
     """
     out = np.zeros_like(times)
     for e in events:  # a few hundred events per session; each touches only its ±4σ neighbourhood
@@ -80,15 +80,15 @@ def damped_rotation(
     peaks near ``rise`` and is damped with time constant ``decay``.
 
     Args:
-      times: [t] seconds.
-      kicks: [k] kick times.
-      phases: [k] initial phases (radians), e.g. the movement direction.
-      freq: rotation frequency in Hz.
-      rise: envelope rise time (s).
-      decay: damping time constant (s).
+        times: [t] seconds.
+        kicks: [k] kick times.
+        phases: [k] initial phases (radians), e.g. the movement direction.
+        freq: rotation frequency in Hz.
+        rise: envelope rise time (s).
+        decay: damping time constant (s).
 
     Returns:
-      [t, 2] summed rotations.
+        [t, 2] summed rotations.
     """
     out = np.zeros((len(times), 2))
     for k, phi in zip(kicks, phases, strict=True):
@@ -111,14 +111,14 @@ def reaching_latents(
     """The latent state of a reaching session (see the module table).
 
     Args:
-      rng: source of randomness (private OU latents only).
-      behaviour: the session's kinematics and movements.
-      lead: how far the latent leads the kinematics, seconds (0.10–0.15).
-      rotation_freq: rotational dynamics frequency in Hz (1–2).
-      private_taus: [p] time constants of the private OU latents (2–3 of them).
+        rng: source of randomness (private OU latents only).
+        behaviour: the session's kinematics and movements.
+        lead: how far the latent leads the kinematics, seconds (0.10–0.15).
+        rotation_freq: rotational dynamics frequency in Hz (1–2).
+        private_taus: [p] time constants of the private OU latents (2–3 of them).
 
     Returns:
-      z: [t, 8 + p] on ``behaviour.timestamps``.
+        z: [t, 8 + p] on ``behaviour.timestamps``.
     """
     times = behaviour.timestamps
     shift = int(round(lead * SAMPLING_RATE))

@@ -49,12 +49,12 @@ class Behaviour:
     """A session's cursor kinematics on the 100 Hz grid, with the trial structure that produced them.
 
     Attributes:
-      timestamps: [t] seconds, ``arange(t) / 100``.
-      pos, vel, acc: [t, 2] cm, cm/s, cm/s².
-      movements: every movement, sorted by onset.
-      trials: one interval per trial with columns ``target_id`` (0–7, -1 for random-target), ``go_cue_time`` and
-        ``move_onset_time`` (first movement of the trial).
-      phases: ``hold_period``, ``reach_period``, ``return_period``, ``random_period`` intervals (some may be empty).
+        timestamps: [t] seconds, ``arange(t) / 100``.
+        pos, vel, acc: [t, 2] cm, cm/s, cm/s².
+        movements: every movement, sorted by onset.
+        trials: one interval per trial with columns ``target_id`` (0–7, -1 for random-target), ``go_cue_time`` and
+          ``move_onset_time`` (first movement of the trial).
+        phases: ``hold_period``, ``reach_period``, ``return_period``, ``random_period`` intervals (some may be empty).
     """
 
     timestamps: np.ndarray
@@ -70,12 +70,12 @@ def minimum_jerk(s: np.ndarray, delta: np.ndarray, duration: float) -> tuple[np.
     """Minimum-jerk displacement and its derivatives (Flash & Hogan 1985).
 
     Args:
-      s: [t] normalised time in [0, 1].
-      delta: [2] total displacement (cm).
-      duration: movement duration (s).
+        s: [t] normalised time in [0, 1].
+        delta: [2] total displacement (cm).
+        duration: movement duration (s).
 
     Returns:
-      (displacement, velocity, acceleration), each [t, 2].
+        (displacement, velocity, acceleration), each [t, 2].
     """
     s = s[:, None]
     shape = 10 * s**3 - 15 * s**4 + 6 * s**5
@@ -148,13 +148,13 @@ def simulate_reaching(
     """Back-to-back trials of one task until ``duration`` seconds are filled (the last trial ends before it).
 
     Args:
-      rng: source of randomness.
-      duration: session length in seconds (at least one trial, ~3 s).
-      task: ``"center_out"`` or ``"random_target"``.
-      target_radius: centre-out target distance range in cm; also the random-target workspace radius (upper bound).
+        rng: source of randomness.
+        duration: session length in seconds (at least one trial, ~3 s).
+        task: ``"center_out"`` or ``"random_target"``.
+        target_radius: centre-out target distance range in cm; also the random-target workspace radius (upper bound).
 
     Returns:
-      The session's :class:`Behaviour`.
+        The session's :class:`Behaviour`.
     """
     if task not in TASKS:
         raise ValueError(f"task={task!r}: expected one of {TASKS}")

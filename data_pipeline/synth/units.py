@@ -47,11 +47,11 @@ class UnitPool:
     """A subject's pool of neurons.
 
     Attributes:
-      log_r0: [p] log baseline rate (log Hz).
-      weights: [p, d] tuning weights on the latent rows (see ``latents``).
-      lag: [p] seconds by which each unit lags the latent.
-      refractory: [p] absolute refractory period in seconds.
-      tuned: [p] False for units with no task tuning (they still load on the private latents).
+        log_r0: [p] log baseline rate (log Hz).
+        weights: [p, d] tuning weights on the latent rows (see ``latents``).
+        lag: [p] seconds by which each unit lags the latent.
+        refractory: [p] absolute refractory period in seconds.
+        tuned: [p] False for units with no task tuning (they still load on the private latents).
     """
 
     log_r0: np.ndarray
@@ -94,13 +94,13 @@ def sample_lagged(grid_values: np.ndarray, grid_rate: float, times: np.ndarray, 
     """Linear interpolation of per-unit series at ``times − lag`` (clamped to the grid ends).
 
     Args:
-      grid_values: [t, u] values on the grid ``arange(t) / grid_rate``.
-      grid_rate: grid sampling rate in Hz.
-      times: [m] query times in seconds.
-      lag: [u] per-unit lag in seconds.
+        grid_values: [t, u] values on the grid ``arange(t) / grid_rate``.
+        grid_rate: grid sampling rate in Hz.
+        times: [m] query times in seconds.
+        lag: [u] per-unit lag in seconds.
 
     Returns:
-      [m, u] interpolated values.
+        [m, u] interpolated values.
     """
     pos = np.clip((times[:, None] - lag[None, :]) * grid_rate, 0.0, len(grid_values) - 1)
     i0 = np.minimum(pos.astype(np.int64), len(grid_values) - 2)
@@ -117,12 +117,12 @@ def refractory_keep(times: np.ndarray, units: np.ndarray, refractory: np.ndarray
     dropped (the predecessor survives, because removing spikes only widens gaps); repeat until no violations.
 
     Args:
-      times: [n] spike times, any order.
-      units: [n] unit rows.
-      refractory: [u] dead time per unit (s).
+        times: [n] spike times, any order.
+        units: [n] unit rows.
+        refractory: [u] dead time per unit (s).
 
     Returns:
-      [n] bool mask, aligned with the inputs.
+        [n] bool mask, aligned with the inputs.
     """
     order = np.lexsort((times, units))
     t, u = times[order], units[order]
@@ -151,14 +151,14 @@ def sample_spikes(
     """Inhomogeneous Poisson spikes with per-unit lag and refractory period.
 
     Args:
-      rng: source of randomness.
-      log_rate: [t, u] log-rate (log Hz) on the grid ``arange(t) / grid_rate``, before the units' lags.
-      grid_rate: grid sampling rate in Hz.
-      lag: [u] per-unit lag (s): the unit's rate at time τ is the grid's value at τ − lag.
-      refractory: [u] absolute refractory period (s).
+        rng: source of randomness.
+        log_rate: [t, u] log-rate (log Hz) on the grid ``arange(t) / grid_rate``, before the units' lags.
+        grid_rate: grid sampling rate in Hz.
+        lag: [u] per-unit lag (s): the unit's rate at time τ is the grid's value at τ − lag.
+        refractory: [u] absolute refractory period (s).
 
     Returns:
-      (times f8 [n] sorted, unit rows i8 [n]) over ``[0, t / grid_rate)``.
+        (times f8 [n] sorted, unit rows i8 [n]) over ``[0, t / grid_rate)``.
     """
     num_bins = int(round(len(log_rate) / grid_rate / SPIKE_DT))
     times, units = [], []

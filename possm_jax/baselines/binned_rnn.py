@@ -40,11 +40,11 @@ class BinnedRNN(nnx.Module):
     """A recurrent decoder of binned counts.
 
     Args:
-      num_units: u, channels per bin.
-      backbone: recurrent backbone hyper-parameters (kind gru / s4d / mamba).
-      tasks: task name -> output width (one readout per task).
-      rngs: parameter RNG streams.
-      dim: d, width of the projected counts fed to the backbone.
+        num_units: u, channels per bin.
+        backbone: recurrent backbone hyper-parameters (kind gru / s4d / mamba).
+        tasks: task name -> output width (one readout per task).
+        rngs: parameter RNG streams.
+        dim: d, width of the projected counts fed to the backbone.
     """
 
     def __init__(
@@ -115,7 +115,7 @@ def binned_batches(
     """Endless random training windows of ``window_bins`` bins cut from the segments (shorter ones zero-padded).
 
     Yields:
-      ``{"counts" [b, t, u], "query_task" [b, t], "target" [b, t, y], "weight" [b, t]}``; padding has weight 0.
+        ``{"counts" [b, t, u], "query_task" [b, t], "target" [b, t, y], "weight" [b, t]}``; padding has weight 0.
     """
     if not segments:
         raise ValueError("segments: need at least one binned training segment")

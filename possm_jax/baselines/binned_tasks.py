@@ -85,10 +85,10 @@ class Sentences:
     """Whole trials of a speech session, zero-padded to one length.
 
     Attributes:
-      counts: [n, t, u] float32 counts from each trial's start.
-      mask: [n, t] True for real bins.
-      labels: [n, l] int32 phoneme ids (1–40), zero-padded.
-      label_mask: [n, l] True for real labels.
+        counts: [n, t, u] float32 counts from each trial's start.
+        mask: [n, t] True for real bins.
+        labels: [n, l] int32 phoneme ids (1–40), zero-padded.
+        label_mask: [n, l] True for real labels.
     """
 
     counts: np.ndarray

@@ -29,14 +29,14 @@ def go_aligned_cubes(
     """Counts around each trial's go cue: [n, num_bins, u] float32, bin ``go_bin`` starting at the go cue.
 
     Args:
-      recording: the session (spikes of its channels).
-      trials: trials with a ``go_cue_time`` column (s).
-      bin_width: seconds per bin.
-      go_bin: index of the bin that starts at the go cue.
-      num_bins: bins per cube.
+        recording: the session (spikes of its channels).
+        trials: trials with a ``go_cue_time`` column (s).
+        bin_width: seconds per bin.
+        go_bin: index of the bin that starts at the go cue.
+        num_bins: bins per cube.
 
     Raises:
-      ValueError: the trials have no ``go_cue_time`` column.
+        ValueError: the trials have no ``go_cue_time`` column.
     """
     if "go_cue_time" not in trials.columns:
         raise ValueError(f"recording {recording.session_key}: trials need a 'go_cue_time' column for go-aligned cubes")
@@ -74,13 +74,13 @@ def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k:
     A tie between labels goes to the tied label whose nearest member among the k is closest.
 
     Args:
-      train_x: [n, f] training features.
-      train_y: [n] int labels.
-      test_x: [m, f] features to classify.
-      k: neighbours (1 <= k <= n).
+        train_x: [n, f] training features.
+        train_y: [n] int labels.
+        test_x: [m, f] features to classify.
+        k: neighbours (1 <= k <= n).
 
     Returns:
-      [m] predicted labels.
+        [m] predicted labels.
     """
     d2 = (test_x**2).sum(1)[:, None] - 2 * test_x @ train_x.T + (train_x**2).sum(1)[None]
     order = np.argsort(d2, axis=1, kind="stable")[:, :k]
@@ -114,12 +114,12 @@ def pca_knn_accuracy(recording: Recording, dims: int = 15, sigma: float = 3.0) -
     """Test accuracy of PCA-KNN on one handwriting session (k chosen on the valid split).
 
     Args:
-      recording: a session with ``trials`` (columns ``label``, ``go_cue_time``) and train/valid/test splits.
-      dims: principal axes kept.
-      sigma: smoothing of single trials, in bins.
+        recording: a session with ``trials`` (columns ``label``, ``go_cue_time``) and train/valid/test splits.
+        dims: principal axes kept.
+        sigma: smoothing of single trials, in bins.
 
     Returns:
-      ``{"k", "accuracy_valid", "accuracy_test", "trials": {split: count}}``.
+        ``{"k", "accuracy_valid", "accuracy_test", "trials": {split: count}}``.
     """
     parts = {s: trials_in(recording, s) for s in ("train", "valid", "test")}
     cubes = np.concatenate([go_aligned_cubes(recording, t) for t in parts.values()])

@@ -42,16 +42,16 @@ class POYOConfig:
     """Hyper-parameters.
 
     Attributes:
-      dim: d (64 matches ``possm_small``'s width).
-      latent_step: seconds between latent timestamps (POYO: 125 ms).
-      latents_per_step: m distinct latent embeddings per timestamp.
-      depth: self-attention layers over the latents.
-      window: seconds of spikes the model reads (1 s).
-      bin_width: the streaming chunk length (the window holds window / bin_width chunks).
-      head_dim: attention head width (64).
-      ffn_mult: GEGLU multiplier.
-      ffn_dropout: dropout in the FFNs (training only).
-      tasks: task name -> output width.
+        dim: d (64 matches ``possm_small``'s width).
+        latent_step: seconds between latent timestamps (POYO: 125 ms).
+        latents_per_step: m distinct latent embeddings per timestamp.
+        depth: self-attention layers over the latents.
+        window: seconds of spikes the model reads (1 s).
+        bin_width: the streaming chunk length (the window holds window / bin_width chunks).
+        head_dim: attention head width (64).
+        ffn_mult: GEGLU multiplier.
+        ffn_dropout: dropout in the FFNs (training only).
+        tasks: task name -> output width.
     """
 
     dim: int = 64
@@ -106,10 +106,10 @@ class POYO(nnx.Module):
     """The POYO-style model; ``model(batch)`` reads the POSSM batch layout of one window per row.
 
     Args:
-      config: hyper-parameters.
-      num_units: unit table rows (``len(unit_vocab)``).
-      num_sessions: session table rows (``len(session_vocab)``).
-      rngs: parameter RNG streams.
+        config: hyper-parameters.
+        num_units: unit table rows (``len(unit_vocab)``).
+        num_sessions: session table rows (``len(session_vocab)``).
+        rngs: parameter RNG streams.
     """
 
     def __init__(self, config: POYOConfig, num_units: int, num_sessions: int, *, rngs: nnx.Rngs):
@@ -159,11 +159,11 @@ def window_from_chunks(chunks: list[dict[str, np.ndarray]], queries: Mapping[str
     """Host-side: one window batch (b = 1) from the last chunks (oldest first) and the newest chunk's queries.
 
     Args:
-      chunks: per chunk ``spike_unit``, ``spike_time`` (seconds since that chunk's start), 1-D arrays.
-      queries: ``session`` (int), ``query_time`` [q] (seconds since the newest chunk's start), ``query_task`` [q].
+        chunks: per chunk ``spike_unit``, ``spike_time`` (seconds since that chunk's start), 1-D arrays.
+        queries: ``session`` (int), ``query_time`` [q] (seconds since the newest chunk's start), ``query_task`` [q].
 
     Returns:
-      A batch-layout dict with the chunks at positions 0 .. len(chunks) - 1 and the queries in the last one.
+        A batch-layout dict with the chunks at positions 0 .. len(chunks) - 1 and the queries in the last one.
     """
     unit = np.concatenate([np.asarray(c["spike_unit"], np.int32) for c in chunks])
     time = np.concatenate([np.asarray(c["spike_time"], np.float32) for c in chunks])
@@ -187,7 +187,7 @@ class POYOStreamer:
     """Real-time use of POYO: keeps the last ``window_chunks`` chunks and re-runs the whole window per chunk.
 
     Args:
-      model: a trained :class:`POYO` (parameters are snapshotted).
+        model: a trained :class:`POYO` (parameters are snapshotted).
     """
 
     def __init__(self, model: POYO):

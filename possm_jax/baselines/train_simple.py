@@ -38,18 +38,18 @@ def fit(
     """Trains ``model`` in place for ``steps`` updates of LAMB with the reference schedules.
 
     Args:
-      model: the nnx model (its parameters are replaced by the trained ones).
-      batches: endless iterator of host batches.
-      steps: number of updates (>= 1).
-      task_names: the model's tasks in ``query_task`` order.
-      batch_size: windows per batch (sets the LAMB peak learning rate).
-      seed: dropout seed.
-      log: optional progress printer (called about 5 times).
-      loss_fn: ``(preds, batch) -> (loss, metrics)``; default :func:`multitask_loss` (MSE) over ``task_names``
-        (classification: ``multitask_loss`` with ``kinds``; CTC: a wrapper of :func:`~possm_jax.train.loss.ctc_loss`).
+        model: the nnx model (its parameters are replaced by the trained ones).
+        batches: endless iterator of host batches.
+        steps: number of updates (>= 1).
+        task_names: the model's tasks in ``query_task`` order.
+        batch_size: windows per batch (sets the LAMB peak learning rate).
+        seed: dropout seed.
+        log: optional progress printer (called about 5 times).
+        loss_fn: ``(preds, batch) -> (loss, metrics)``; default :func:`multitask_loss` (MSE) over ``task_names``
+          (classification: ``multitask_loss`` with ``kinds``; CTC: a wrapper of :func:`~possm_jax.train.loss.ctc_loss`).
 
     Returns:
-      ``{"loss": per-step losses, "compile_s": first step incl. compilation, "seconds": total wall time}``.
+        ``{"loss": per-step losses, "compile_s": first step incl. compilation, "seconds": total wall time}``.
     """
     if steps < 1:
         raise ValueError(f"steps: need at least 1 training step, got {steps}")

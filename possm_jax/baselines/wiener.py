@@ -18,11 +18,11 @@ def lagged_design(counts: np.ndarray, taps: int) -> np.ndarray:
     """History features of one segment.
 
     Args:
-      counts: [t, u] binned counts.
-      taps: history length (>= 1).
+        counts: [t, u] binned counts.
+        taps: history length (>= 1).
 
     Returns:
-      [t, taps·u] with columns ``[x_t, x_{t-1}, ..., x_{t-taps+1}]`` (zeros before the segment start).
+        [t, taps·u] with columns ``[x_t, x_{t-1}, ..., x_{t-taps+1}]`` (zeros before the segment start).
     """
     if taps < 1:
         raise ValueError(f"taps={taps}: need at least 1 history tap")
@@ -37,7 +37,7 @@ def r2_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Uniform mean over output dims of ``1 − SSE/SST`` over all samples (docs/training.md).
 
     Args:
-      y_true, y_pred: [t, y].
+        y_true, y_pred: [t, y].
     """
     sse = np.sum((y_true - y_pred) ** 2, axis=0)
     sst = np.sum((y_true - y_true.mean(axis=0)) ** 2, axis=0)
@@ -57,10 +57,10 @@ class WienerFilter:
     """A fitted filter: ``predict(counts) = lagged_design(counts, taps) @ weights + bias``.
 
     Attributes:
-      weights: [taps·u, y].
-      bias: [y].
-      taps: history taps.
-      alpha: ridge strength used (relative to the mean Gram diagonal, so it is unit-free).
+        weights: [taps·u, y].
+        bias: [y].
+        taps: history taps.
+        alpha: ridge strength used (relative to the mean Gram diagonal, so it is unit-free).
     """
 
     weights: np.ndarray
@@ -84,13 +84,13 @@ def ridge_solutions(
     eigendecomposition ``G = V diag(e) Vᵀ``.
 
     Args:
-      x: [t, f] features.
-      y: [t, y] targets.
-      alphas: ridge strengths (>= 0; 0 needs a full-rank Gram matrix).
-      sample_weight: [t] non-negative weights (default 1).
+        x: [t, f] features.
+        y: [t, y] targets.
+        alphas: ridge strengths (>= 0; 0 needs a full-rank Gram matrix).
+        sample_weight: [t] non-negative weights (default 1).
 
     Returns:
-      [(W [f, y], b [y]) per alpha].
+        [(W [f, y], b [y]) per alpha].
     """
     w = np.ones(len(x)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     if w.shape != (len(x),) or np.any(w < 0) or w.sum() <= 0:
@@ -120,15 +120,15 @@ def fit_wiener(
     dimension, which makes its R² explode while saying nothing about the filter.
 
     Args:
-      train: segments of (counts [t, u], target [t, y]).
-      valid: segments of the same form.
-      taps: history taps.
-      alphas: candidate ridge strengths.
-      train_weight: per train segment, [t] sample weights (e.g. the interval weights of docs/training.md).
-      valid_mask: per valid segment, [t] bool of the samples to score (e.g. reach period).
+        train: segments of (counts [t, u], target [t, y]).
+        valid: segments of the same form.
+        taps: history taps.
+        alphas: candidate ridge strengths.
+        train_weight: per train segment, [t] sample weights (e.g. the interval weights of docs/training.md).
+        valid_mask: per valid segment, [t] bool of the samples to score (e.g. reach period).
 
     Returns:
-      (filter with the best alpha, {alpha: validation R²}).
+        (filter with the best alpha, {alpha: validation R²}).
     """
     if not train or not valid:
         raise ValueError("fit_wiener needs at least one train and one valid segment")

@@ -20,10 +20,10 @@ def plot_confusion(
     """Row-normalised confusion matrix (rows: true class, columns: predicted).
 
     Args:
-      matrix: [c, c] counts.
-      class_names: tick labels; class indices are used when there are not exactly c names.
-      path: PNG to write, or None.
-      title: figure title.
+        matrix: [c, c] counts.
+        class_names: tick labels; class indices are used when there are not exactly c names.
+        path: PNG to write, or None.
+        title: figure title.
     """
     matrix = np.asarray(matrix, np.float64)
     c = matrix.shape[0]
@@ -45,8 +45,8 @@ def plot_phoneme_examples(examples: Sequence[Mapping[str, object]], path: str | 
     """Decoded and true phoneme strings of a few sentences, one text panel each.
 
     Args:
-      examples: dicts with ``session``, ``true``, ``decoded`` (strings) and ``per`` (float).
-      path: PNG to write, or None.
+        examples: dicts with ``session``, ``true``, ``decoded`` (strings) and ``per`` (float).
+        path: PNG to write, or None.
     """
     if not examples:
         raise ValueError("plot_phoneme_examples: no examples to plot")

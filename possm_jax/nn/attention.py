@@ -37,13 +37,13 @@ def masked_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
     Leading dims broadcast, so a query block ``[b, m, e]`` can attend to shared keys ``[b, 1, s, e]``.
 
     Args:
-      q: [..., e] scaled, rotated queries.
-      k: [..., j, e] rotated keys.
-      v: [..., j, e] rotated values.
-      mask: [..., j] True where the key is visible.
+        q: [..., e] scaled, rotated queries.
+        k: [..., j, e] rotated keys.
+        v: [..., j, e] rotated values.
+        mask: [..., j] True where the key is visible.
 
     Returns:
-      [..., e] attention outputs; zeros where no key is visible.
+        [..., e] attention outputs; zeros where no key is visible.
     """
     logits = jnp.einsum("...e,...je->...j", q, k)
     mask = jnp.broadcast_to(mask, logits.shape)
@@ -59,15 +59,15 @@ def segment_attention(q: Array, k: Array, v: Array, segment_ids: Array, mask: Ar
     """Softmax attention of the same m queries, separately in each segment, over that segment's tokens only.
 
     Args:
-      q: [m, e] scaled, rotated queries shared by every segment (the encoder's latents).
-      k: [s, e] rotated keys of a flat token list.
-      v: [s, e] rotated values.
-      segment_ids: [s] int segment of each token, in [0, g).
-      mask: [s] True for real tokens; masked tokens contribute nothing.
-      num_segments: g (static).
+        q: [m, e] scaled, rotated queries shared by every segment (the encoder's latents).
+        k: [s, e] rotated keys of a flat token list.
+        v: [s, e] rotated values.
+        segment_ids: [s] int segment of each token, in [0, g).
+        mask: [s] True for real tokens; masked tokens contribute nothing.
+        num_segments: g (static).
 
     Returns:
-      [g, m, e] attention outputs; zeros for segments without real tokens.
+        [g, m, e] attention outputs; zeros for segments without real tokens.
     """
     logits = jnp.einsum("me,se->sm", q, k)
     mask = mask[:, None]

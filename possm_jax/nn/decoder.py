@@ -45,13 +45,13 @@ def band_offsets(query_time: Array, *, bin_width: float, lag: float | None, cont
     """Chunk offsets ``o = j - i`` (newest first) of the chunks each query attends to.
 
     Args:
-      query_time: [...] seconds since the start of the query's chunk j, in [0, bin_width).
-      bin_width: chunk length in seconds.
-      lag: None for chunk-causal; otherwise the strict-causality lag in seconds.
-      context_chunks: k.
+        query_time: [...] seconds since the start of the query's chunk j, in [0, bin_width).
+        bin_width: chunk length in seconds.
+        lag: None for chunk-causal; otherwise the strict-causality lag in seconds.
+        context_chunks: k.
 
     Returns:
-      [..., k] int32 offsets; chunk ``j - o`` is visible iff ``j - o >= 0``.
+        [..., k] int32 offsets; chunk ``j - o`` is visible iff ``j - o >= 0``.
     """
     if lag is None:
         newest = jnp.zeros(query_time.shape, jnp.int32)
@@ -71,14 +71,14 @@ class OutputDecoder(nnx.Module):
     """Query embeddings (task), rotary cross-attention over the band, FFN, and one linear readout per task.
 
     Args:
-      dim: d.
-      context_dim: h, the backbone output width.
-      tasks: task name -> output width; readouts are built for these tasks only, in this order.
-      rngs: parameter RNG streams.
-      task_embedding: add a learned per-task vector to the queries.
-      ffn_mult: FFN width multiplier.
-      ffn_dropout: FFN dropout (training only).
-      head_dim: attention head width e.
+        dim: d.
+        context_dim: h, the backbone output width.
+        tasks: task name -> output width; readouts are built for these tasks only, in this order.
+        rngs: parameter RNG streams.
+        task_embedding: add a learned per-task vector to the queries.
+        ffn_mult: FFN width multiplier.
+        ffn_dropout: FFN dropout (training only).
+        head_dim: attention head width e.
     """
 
     def __init__(
@@ -116,15 +116,15 @@ class OutputDecoder(nnx.Module):
         """Cross-attention of each query over its gathered band, before the residual.
 
         Args:
-          x: [b, q, d] query tokens.
-          query_rot: [b, q, f] RoPE rotation at the query times.
-          k: [b, q, k, e] unrotated keys of the band.
-          v: [b, q, k, e] unrotated values of the band.
-          key_rot: [b, q, k, f] RoPE rotation at the band's chunk-end times (same frame as the queries).
-          visible: [b, q, k] True for usable keys.
+            x: [b, q, d] query tokens.
+            query_rot: [b, q, f] RoPE rotation at the query times.
+            k: [b, q, k, e] unrotated keys of the band.
+            v: [b, q, k, e] unrotated values of the band.
+            key_rot: [b, q, k, f] RoPE rotation at the band's chunk-end times (same frame as the queries).
+            visible: [b, q, k] True for usable keys.
 
         Returns:
-          [b, q, d] update (zero attention, i.e. ``b_o``, where no key is visible).
+            [b, q, d] update (zero attention, i.e. ``b_o``, where no key is visible).
         """
         q = self.attn.query(x, query_rot)
         a = masked_attention(q, rotate(k, key_rot), rotate(v, key_rot), visible)

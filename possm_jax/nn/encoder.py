@@ -30,7 +30,7 @@ def latent_times(num_latents: int, bin_width: float) -> np.ndarray:
     """Times of the M latents within a chunk: ``(i + 1/2) * bin_width / M``; one latent sits at the chunk centre.
 
     Returns:
-      [m] float32 seconds from the chunk start.
+        [m] float32 seconds from the chunk start.
     """
     return ((np.arange(num_latents, dtype=np.float64) + 0.5) * bin_width / num_latents).astype(np.float32)
 
@@ -66,15 +66,15 @@ class SpikeEncoder(nnx.Module):
     token-type vector (and the value embedding for binned inputs) to the looked-up unit vectors.
 
     Args:
-      dim: d.
-      rngs: parameter RNG streams.
-      bin_width: chunk length in seconds (sets the latent times).
-      num_latents: M latents per chunk.
-      depth: in-chunk self-attention layers over the M latents.
-      binned: add ``value * value_vec`` to each token (binned-count inputs).
-      ffn_mult: FFN width multiplier.
-      ffn_dropout: FFN dropout (training only).
-      head_dim: attention head width e.
+        dim: d.
+        rngs: parameter RNG streams.
+        bin_width: chunk length in seconds (sets the latent times).
+        num_latents: M latents per chunk.
+        depth: in-chunk self-attention layers over the M latents.
+        binned: add ``value * value_vec`` to each token (binned-count inputs).
+        ffn_mult: FFN width multiplier.
+        ffn_dropout: FFN dropout (training only).
+        head_dim: attention head width e.
     """
 
     def __init__(
@@ -121,12 +121,12 @@ class SpikeEncoder(nnx.Module):
         """Residual, FFN and self-attention layers after the cross-attention.
 
         Args:
-          update: [..., m, d] cross-attention update (``W_o`` output) per latent.
-          rot: [m, f] the latents' rotation.
-          rngs: dropout RNGs (training) or None.
+            update: [..., m, d] cross-attention update (``W_o`` output) per latent.
+            rot: [m, f] the latents' rotation.
+            rngs: dropout RNGs (training) or None.
 
         Returns:
-          [..., m * d] chunk latents.
+            [..., m * d] chunk latents.
         """
         z = self.latents[...] + update
         z = z + self.ffn(z, rngs=rngs)
@@ -148,17 +148,17 @@ class SpikeEncoder(nnx.Module):
         """Cross-attention update of every chunk's latents from a flat token list (segment softmax, O(tokens)).
 
         Args:
-          kv: unrotated token keys and values, each [b, s, e] (see :meth:`tokens` and ``attn.key_value``).
-          spike_time: [b, s] seconds since each token's chunk start.
-          spike_chunk: [b, s] chunk of each token, in [0, c).
-          spike_mask: [b, s] True for real tokens.
-          num_chunks: c (static).
-          omega: [f] RoPE frequencies.
-          spike_window: [b, s] window (output row) of each token when the tokens of several windows are packed
-            across rows (:mod:`data_pipeline.packing`); None: each token belongs to the window of its own row.
+            kv: unrotated token keys and values, each [b, s, e] (see :meth:`tokens` and ``attn.key_value``).
+            spike_time: [b, s] seconds since each token's chunk start.
+            spike_chunk: [b, s] chunk of each token, in [0, c).
+            spike_mask: [b, s] True for real tokens.
+            num_chunks: c (static).
+            omega: [f] RoPE frequencies.
+            spike_window: [b, s] window (output row) of each token when the tokens of several windows are packed
+              across rows (:mod:`data_pipeline.packing`); None: each token belongs to the window of its own row.
 
         Returns:
-          (update [b, c, m, d] before the residual, latent rotation [m, f]).
+            (update [b, c, m, d] before the residual, latent rotation [m, f]).
         """
         b, s = spike_mask.shape
         q, q_rot = self.latent_query(omega)
@@ -200,15 +200,15 @@ class SpikeEncoder(nnx.Module):
         """Encode one chunk per stream (dense masked softmax; inference, no dropout).
 
         Args:
-          spike_time: [b, s] seconds since the chunk start.
-          spike_mask: [b, s] True for real tokens.
-          omega: [f] RoPE frequencies.
-          tokens: [b, s, d] token vectors; or
-          kv: unrotated (k, v), each [b, s, e], e.g. looked up from a per-unit table (they depend only on the unit
-            for spike inputs, so a stream need not recompute them).
+            spike_time: [b, s] seconds since the chunk start.
+            spike_mask: [b, s] True for real tokens.
+            omega: [f] RoPE frequencies.
+            tokens: [b, s, d] token vectors; or
+            kv: unrotated (k, v), each [b, s, e], e.g. looked up from a per-unit table (they depend only on the unit
+              for spike inputs, so a stream need not recompute them).
 
         Returns:
-          [b, m * d] chunk latents.
+            [b, m * d] chunk latents.
         """
         q, q_rot = self.latent_query(omega)
         k, v = rotate_at(*(self.attn.key_value(tokens) if kv is None else kv), spike_time, omega)

@@ -18,10 +18,10 @@ class FeedForward(nnx.Module):
     """``x -> FFN(LN(x))`` (the residual is added by the caller): Linear d->2*mult*d, GEGLU, dropout, Linear.
 
     Args:
-      dim: d.
-      rngs: parameter RNG streams.
-      mult: hidden width multiplier (4: the GEGLU output is 4d, its input 8d).
-      dropout_rate: dropout after the GEGLU, active when ``rngs`` is passed at call time.
+        dim: d.
+        rngs: parameter RNG streams.
+        mult: hidden width multiplier (4: the GEGLU output is 4d, its input 8d).
+        dropout_rate: dropout after the GEGLU, active when ``rngs`` is passed at call time.
     """
 
     def __init__(self, dim: int, *, rngs: nnx.Rngs, mult: int = 4, dropout_rate: float = 0.0):

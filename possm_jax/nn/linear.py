@@ -19,10 +19,10 @@ def torch_linear(in_features: int, out_features: int, *, use_bias: bool = True, 
     """An ``nnx.Linear`` (kernel [in, out]) with torch's default init: weights and bias U(+-1/sqrt(in)).
 
     Args:
-      in_features: input width.
-      out_features: output width.
-      use_bias: whether the layer has a bias.
-      rngs: parameter RNG streams.
+        in_features: input width.
+        out_features: output width.
+        use_bias: whether the layer has a bias.
+        rngs: parameter RNG streams.
     """
     return nnx.Linear(
         in_features,

@@ -24,7 +24,7 @@ def rope_frequencies(t_min: float = 1e-4, t_max: float = 10.0, num: int = NUM_FR
     """Angular frequencies ``omega_i = 2 pi / period_i`` for log-spaced periods ``t_min .. t_max`` inclusive.
 
     Returns:
-      [num] float32, fastest first.
+        [num] float32, fastest first.
     """
     periods = np.exp(np.linspace(np.log(t_min), np.log(t_max), num, dtype=np.float64))
     return (2.0 * np.pi / periods).astype(np.float32)
@@ -34,11 +34,11 @@ def rope_angles(t: Array, omega: Array) -> Array:
     """Rotation angles ``phi = t * omega`` as one float32 multiply.
 
     Args:
-      t: [...] times in seconds (cast to float32).
-      omega: [f] angular frequencies (float32).
+        t: [...] times in seconds (cast to float32).
+        omega: [f] angular frequencies (float32).
 
     Returns:
-      [..., f] float32 angles.
+        [..., f] float32 angles.
     """
     return t.astype(jnp.float32)[..., None] * omega.astype(jnp.float32)
 
@@ -59,10 +59,10 @@ def sincos(angles: Array) -> tuple[Array, Array]:
     ``r = angle - j * pi/2`` with a 4-part split of pi/2; then polynomials on ``r`` and a quadrant swap.
 
     Args:
-      angles: [...] float32 radians.
+        angles: [...] float32 radians.
 
     Returns:
-      (cos [...], sin [...]) float32.
+        (cos [...], sin [...]) float32.
     """
     angles = angles.astype(jnp.float32)
     j = jnp.round(angles * np.float32(2.0 / np.pi))
@@ -101,12 +101,12 @@ def rotate(x: Array, rot: Rotation, *, inverse: bool = False) -> Array:
     ``y[2i] = x[2i] cos - x[2i+1] sin`` and ``y[2i+1] = x[2i+1] cos + x[2i] sin``; dims ``2f..e`` pass through.
 
     Args:
-      x: [..., e] head vectors (e >= 2f).
-      rot: cos/sin [..., f], broadcastable against ``x``'s leading dims.
-      inverse: rotate by ``-angle`` (used to bring an attention output back to the query's time).
+        x: [..., e] head vectors (e >= 2f).
+        rot: cos/sin [..., f], broadcastable against ``x``'s leading dims.
+        inverse: rotate by ``-angle`` (used to bring an attention output back to the query's time).
 
     Returns:
-      [..., e] rotated vectors.
+        [..., e] rotated vectors.
     """
     f = rot.cos.shape[-1]
     cos, sin = rot.cos, rot.sin
@@ -127,8 +127,8 @@ class RotaryTime(nnx.Module):
     """Holds the RoPE frequencies as a non-trainable variable, so exact reference values can be loaded.
 
     Args:
-      t_min: shortest period in seconds.
-      t_max: longest period in seconds.
+        t_min: shortest period in seconds.
+        t_max: longest period in seconds.
     """
 
     def __init__(self, t_min: float = 1e-4, t_max: float = 10.0):
