@@ -30,6 +30,7 @@ from data_pipeline.pipeline import iterate_eval_trials
 from data_pipeline.recording import Intervals, Recording
 from data_pipeline.tokenize import QueryTable, TokenizerConfig
 from possm_jax.eval.metrics import SessionR2, mean_sd
+from possm_jax.lora import plain_model
 from possm_jax.possm import POSSM
 
 SCORING_INTERVALS = ("movement_phases/reach_period", "movement_phases/random_period")
@@ -201,6 +202,7 @@ def evaluate(
         ``{"r2": {session: r2}, "r2_mean", "r2_sd", "num_scored": {session: n}, "traces": {session: [Trace]}}``
         plus ``"strict_r2"``, ``"strict_r2_mean"``, ``"strict_r2_sd"`` when ``strict``.
     """
+    model = plain_model(model)  # a LoRA model is evaluated through its merged tables
     task = model.config.task_names[0]
     out: dict[str, Any] = {}
     variants = [("", model)] + ([("strict_", strictly_causal(model))] if strict else [])

@@ -192,7 +192,8 @@ def _initial_model(
 def _pretrained_model(
     config: ml_collections.ConfigDict, train_recs: list[Recording]
 ) -> tuple[POSSMConfig, Vocab, Vocab, POSSM, PyTree]:
-    """The model of ``config.transfer.checkpoint`` carried over to vocabularies extended with ``train_recs``' ids."""
+    """The model of ``config.transfer.checkpoint`` carried over to vocabularies extended with ``train_recs``' ids
+    (a :class:`~possm_jax.lora.LoRAPOSSM` for ``transfer.mode=lora``), and its trainable mask."""
     pretrained, old_units, old_sessions, _, _ = load_checkpoint(config.transfer.checkpoint)
     units, sessions = transfer.transfer_vocabs(
         old_units,
@@ -201,20 +202,15 @@ def _pretrained_model(
         [r.session_key for r in train_recs],
         subset=config.transfer.subset,
     )
-    cfg = pretrained.config
-    model = POSSM(cfg, len(units), len(sessions), rngs=nnx.Rngs(config.train.seed))
-    params = nnx.state(model, nnx.Param)
-    carried, fresh_units, fresh_sessions = transfer.transfer_params(
-        nnx.to_pure_dict(nnx.state(pretrained, nnx.Param)),
-        nnx.to_pure_dict(params),
+    model, mask = transfer.transfer_model(
+        pretrained,
         (old_units, old_sessions),
         (units, sessions),
-        jax.random.PRNGKey(config.train.seed),
+        config.train.seed,
+        config.transfer.mode,
+        config.transfer.get("lora_rank", 0),
     )
-    nnx.replace_by_pure_dict(params, carried)
-    nnx.update(model, params)
-    mask = transfer.transfer_mask(params, config.transfer.mode, fresh_units, fresh_sessions)
-    return cfg, units, sessions, model, mask
+    return pretrained.config, units, sessions, model, mask
 
 
 def _train_data(

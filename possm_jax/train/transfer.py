@@ -8,6 +8,9 @@ the order of recordings never matters. Modes:
   included, stays bit-identical.
 - ``ft``: ``ui`` for the first ``unfreeze_step`` steps, then everything trains (gradual unfreezing).
 - ``full``: everything trains from the first step.
+- ``lora``: the model is frozen whole and the new rows are low-rank adapters ``A @ B`` (:mod:`possm_jax.lora`,
+  rank ``transfer.lora_rank``); the adapters are the model's only parameters, so its checkpoints hold only them
+  plus the base's digest.
 
 Masks always have the same structure and shapes (row masks for the two tables, scalars elsewhere), so switching
 from ``ui`` to full training at ``unfreeze_step`` changes only values: no recompilation, and checkpoints of any
@@ -23,13 +26,15 @@ import jax
 import numpy as np
 from flax import nnx
 
+from possm_jax.lora import LoRAPOSSM, params_digest
+from possm_jax.possm import POSSM
 from possm_jax.train.state import trainable_mask
 from possm_jax.types import PyTree
 from possm_jax.vocab import Vocab, remap_embedding
 
 UNIT_TABLE = "unit_emb/embedding"
 SESSION_TABLE = "session_emb/embedding"
-MODES = ("ui", "ft", "full")
+MODES = ("ui", "ft", "full", "lora")
 
 
 def check_mode(mode: str) -> str:
@@ -104,6 +109,43 @@ def transfer_params(
     return _unflatten(out), fresh_units, fresh_sessions
 
 
+def transfer_model(
+    pretrained: POSSM, old: tuple[Vocab, Vocab], new: tuple[Vocab, Vocab], seed: int, mode: str, lora_rank: int = 0
+) -> tuple[nnx.Module, PyTree]:
+    """The model of a finetuning run and its ``trainable`` mask at the start.
+
+    Args:
+        pretrained: the pretrained model (on the ``old`` vocabularies).
+        old, new: the pretrained and the run's ``(units, sessions)`` vocabularies.
+        seed: draws the fresh rows (and the LoRA adapters).
+        mode: one of :data:`MODES`.
+        lora_rank: the adapters' rank (``lora`` only).
+
+    Returns:
+        ``(model, mask)``: a :class:`~possm_jax.possm.POSSM`, or for ``lora`` a :class:`~possm_jax.lora.LoRAPOSSM`.
+    """
+    model = POSSM(pretrained.config, len(new[0]), len(new[1]), rngs=nnx.Rngs(seed))
+    params = nnx.state(model, nnx.Param)
+    carried, fresh_units, fresh_sessions = transfer_params(
+        nnx.to_pure_dict(nnx.state(pretrained, nnx.Param)), nnx.to_pure_dict(params), old, new, jax.random.PRNGKey(seed)
+    )
+    nnx.replace_by_pure_dict(params, carried)
+    nnx.update(model, params)
+    if check_mode(mode) == "lora":
+        digest = params_digest(pretrained)
+        model = LoRAPOSSM(model, fresh_units, fresh_sessions, lora_rank, digest, rngs=nnx.Rngs(seed))
+        return model, trainable_mask(nnx.state(model, nnx.Param), train=True)
+    return model, transfer_mask(params, mode, fresh_units, fresh_sessions)
+
+
+def trainable_count(params: nnx.State, mask: PyTree | None) -> int:
+    """How many parameter entries ``mask`` trains (None: all)."""
+    if mask is None:
+        return sum(int(np.size(x)) for x in jax.tree.leaves(params))
+    sizes = jax.tree.map(lambda x, m: int(np.sum(np.broadcast_to(np.asarray(m), np.shape(x)))), params, mask)
+    return sum(jax.tree.leaves(sizes))
+
+
 def transfer_mask(
     params: nnx.State, mode: str, unit_rows: Sequence[int] | np.ndarray, session_rows: Sequence[int] | np.ndarray
 ) -> PyTree:
@@ -111,7 +153,7 @@ def transfer_mask(
 
     Args:
         params: the model's parameter state.
-        mode: ``ui``, ``ft`` or ``full``.
+        mode: ``ui``, ``ft`` or ``full`` (``lora`` models: see :func:`transfer_model`).
         unit_rows, session_rows: the new rows (from :func:`transfer_params`); ignored for ``full``.
     """
     if check_mode(mode) == "full":
