@@ -3,11 +3,15 @@
 The launchers in ``experiments/`` are thin wrappers around this module. :func:`~possm_jax.train.setup.setup` builds
 the run (data, vocabularies, state, mesh, step, checkpointer; resuming if the workdir has checkpoints); then:
 
-1. :func:`train`: TensorBoard + progress bar, validation R² on whole trials every ``eval.every`` steps, checkpoints
-   (model, optimiser, data position, config; keep-N and best-by-validation R²) every ``checkpoint.every`` steps and at
+1. :func:`train`: TensorBoard + progress bar, validation on whole trials every ``eval.every`` steps, checkpoints
+   (model, optimiser, data position, config; keep-N and best-by-validation) every ``checkpoint.every`` steps and at
    each validation, SIGTERM saves then returns, a non-finite step stops with the last good checkpoint kept.
-2. :func:`report`: the best-by-validation weights are evaluated on ``eval.final_split`` (chunk-causal and strictly
-   causal); ``metrics.json`` and PNG plots are written to ``workdir``.
+2. :func:`report`: the best-by-validation weights are evaluated on ``eval.final_split``; ``metrics.json`` and PNG
+   plots are written to ``workdir``.
+
+The run's objective (:mod:`possm_jax.train.objectives`, ``config.task.name``) sets what validation scores and ranks
+(reaching: R², chunk-causal and strictly causal; handwriting: accuracy; speech: -PER), the train step of each phase
+and the report's files.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from possm_jax.train.checkpoint import PreemptionFlag, abstract_state
 from possm_jax.train.logging import RunLogger, read_scalars, write_metrics_json
 from possm_jax.train.model_io import BEST_METRIC
 from possm_jax.train.optim import hyperparams
-from possm_jax.train.plots import plot_r2_per_session, plot_traces, plot_training_curves
+from possm_jax.train.plots import plot_training_curves
 from possm_jax.train.setup import Run, setup
 from possm_jax.train.sharding import pack_host_batch, replicate, shard_batch
 from possm_jax.train.state import TrainState
@@ -85,16 +89,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return report(run, outcome, started=start)
 
 
-def _save(run: Run, state: TrainState, step: int, valid: dict[str, Any] | None) -> None:
-    """Checkpoints ``state`` with the data position and config (and the validation R² that ranks it, if any)."""
-    metrics = {BEST_METRIC: _finite(valid["r2_mean"])} if valid is not None else None
+def _save(run: Run, state: TrainState, step: int, score: float | None) -> None:
+    """Checkpoints ``state`` with the data position and config (and the validation score that ranks it, if any).
+
+    The score is stored under ``BEST_METRIC`` whatever the objective (R², accuracy or -PER), so
+    :func:`~possm_jax.train.model_io.load_checkpoint` finds the best step of any run.
+    """
+    metrics = {BEST_METRIC: _finite(score)} if score is not None else None
     run.checkpointer.save(step, state, run.saved_config, run.data, metrics=metrics)
 
 
 def _next_batch(run: Run, min_width: int) -> dict[str, Any]:
-    """The next training batch, packed (if configured, never narrower than ``min_width``) and sharded."""
+    """The next training batch, packed (if configured and the objective allows it, never narrower than ``min_width``)
+    and sharded."""
     batch = next(run.data)
-    if run.config.train.pack_spikes:
+    if run.config.train.pack_spikes and run.objective.packs_spikes:
         batch = pack_host_batch(batch, run.mesh, min_width=min_width)
     return shard_batch(batch, run.mesh)
 
@@ -116,7 +125,7 @@ def train(run: Run) -> TrainOutcome:
             batch = _next_batch(run, packed_width)
             packed_width = batch["spike_mask"].shape[1]
             t0 = time.perf_counter()
-            state, metrics = run.step_fn(state, batch, run.rng)
+            state, metrics = run.step_fn_at(step)(state, batch, run.rng)
             if not bool(metrics["finite"]):
                 ckpt.wait()
                 check_finite(metrics, step, ckpt.latest_step())
@@ -126,12 +135,10 @@ def train(run: Run) -> TrainOutcome:
             if step % config.train.log_every == 0 or step == config.train.num_steps:
                 last = _train_scalars(metrics, state, timer, config.train.batch_size)
                 logger.log(step, last, prefix="train/")
-            valid = None
-            if step % config.eval.every == 0 or step == config.train.num_steps:
-                valid = run.evaluate(state, "valid")
-                logger.log(step, {"r2": valid["r2_mean"]}, prefix="valid/")
-            if valid is not None or step % config.checkpoint.every == 0 or flag.requested:
-                _save(run, state, step, valid)
+            validate = step % config.eval.every == 0 or step == config.train.num_steps
+            score = _validate(run, logger, state, step) if validate else None
+            if validate or step % config.checkpoint.every == 0 or flag.requested:
+                _save(run, state, step, score)
             if flag.requested:
                 ckpt.wait()
                 logger.message(f"{flag.signal_name}: saved step {step} to {ckpt.directory}; exiting")
@@ -141,6 +148,13 @@ def train(run: Run) -> TrainOutcome:
     if preempted:
         ckpt.close()
     return TrainOutcome(state, step, last, timer, preempted)
+
+
+def _validate(run: Run, logger: RunLogger, state: TrainState, step: int) -> float | None:
+    """Evaluates ``state`` on the validation split and logs it; returns the score that ranks it (None: unranked)."""
+    scalars, score = run.objective.score(run.evaluate(state, "valid"), run.config, step)
+    logger.log(step, scalars, prefix="valid/")
+    return score
 
 
 def _train_scalars(metrics: dict[str, Any], state: TrainState, timer: StepTimer, batch_size: int) -> dict[str, float]:
@@ -178,26 +192,15 @@ def report(run: Run, outcome: TrainOutcome, started: float) -> dict[str, Any]:
         "compile_seconds": outcome.timer.compile_seconds,
         "windows_per_second": outcome.timer.windows_per_second(config.train.batch_size),
         "wall_seconds": time.time() - started,
-        split: {k: v for k, v in final.items() if k != "traces"},
+        split: run.objective.summary(final),
     }
     write_metrics_json(os.path.join(run.workdir, "metrics.json"), results)
-    _plots(run.workdir, final)
+    run.objective.write_report(final, run.workdir)
+    scalars = read_scalars(os.path.join(run.workdir, "tb"))
+    if scalars:
+        plot_training_curves(scalars, os.path.join(run.workdir, "training_curves.png"))
     return results
 
 
 def _finite(x: float) -> float:
     return float(x) if np.isfinite(x) else -1e9
-
-
-def _plots(workdir: str, final: dict[str, Any]) -> None:
-    """Traces of a few trials of the first session, R² per session, training curves."""
-    session, traces = next(iter(final["traces"].items()))
-    if traces:
-        titles = [f"{session} trial {i}" for i in range(len(traces))]
-        plot_traces(traces, os.path.join(workdir, "traces.png"), titles=titles)
-    r2 = {k: v for k, v in final["r2"].items() if np.isfinite(v)}
-    if r2:
-        plot_r2_per_session(r2, os.path.join(workdir, "r2_per_session.png"))
-    scalars = read_scalars(os.path.join(workdir, "tb"))
-    if scalars:
-        plot_training_curves(scalars, os.path.join(workdir, "training_curves.png"))

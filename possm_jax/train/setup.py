@@ -13,12 +13,13 @@ What goes in (``experiments/configs/pretrain.py`` documents every field):
 - ``model`` + ``tokenizer.bin_width``: the :class:`~possm_jax.config.POSSMConfig` (see :mod:`run_config`).
 - ``train``: LAMB with the reference schedules (peak LR linear in the global batch), data-parallel over all devices.
 - ``transfer``: a pretrained checkpoint whose vocabularies are extended with the new ids, and what trains.
+- ``task`` (optional): the objective, reaching by default, else handwriting or speech (:mod:`objectives`, whose
+  :class:`~possm_jax.train.objectives.Objective` gives the model config, batches, losses and evaluation).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -29,21 +30,16 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from data_pipeline.buckets import BatchSizes
-from data_pipeline.pipeline import make_train_iterator
 from data_pipeline.recording import Recording
 from data_pipeline.tokenize import TokenizerConfig
-from data_pipeline.unit_dropout import UnitDropoutConfig
 from possm_jax.config import POSSMConfig
-from possm_jax.eval.evaluate import evaluate
 from possm_jax.possm import POSSM
 from possm_jax.train import corpus as corpus_lib
-from possm_jax.train import transfer
+from possm_jax.train import objectives, transfer
 from possm_jax.train.checkpoint import Checkpointer, abstract_state
-from possm_jax.train.loss import multitask_loss
 from possm_jax.train.model_io import BEST_METRIC, load_checkpoint, saved_config, vocabs_from_saved
-from possm_jax.train.run_config import make_optimizer, model_config, tokenizer_config
-from possm_jax.train.sharding import data_shard, make_mesh, replicate
+from possm_jax.train.run_config import make_optimizer, tokenizer_config
+from possm_jax.train.sharding import make_mesh, replicate
 from possm_jax.train.state import TrainState, create_train_state, merge_model
 from possm_jax.train.step import make_train_step
 from possm_jax.types import Array, PyTree
@@ -91,13 +87,15 @@ class Run:
         mesh: the device mesh (``data`` axis).
         graphdef: the model's static graph.
         state: the train state, replicated on ``mesh`` (restored when the run resumes).
-        step_fn: the jitted train step.
+        step_fn: the jitted train step (of the first phase; :meth:`step_fn_at` gives each step's).
         rng: the dropout key, replicated.
         data: the training batch iterator (grain; its position is checkpointed).
         checkpointer: the run's checkpoints.
         saved_config: the config item every checkpoint stores (run config + vocabularies + model config).
         recordings: the selected sessions, whole (validation and the final evaluation read these).
         vocab_maps: per recording, its units' and session's vocabulary indices.
+        objective: what the run trains and reports (reaching, handwriting or speech).
+        phases: ``(first step, jitted train step)`` per training phase, in step order (speech has two).
     """
 
     config: ml_collections.ConfigDict
@@ -116,42 +114,48 @@ class Run:
     saved_config: dict[str, Any]
     recordings: list[Recording]
     vocab_maps: list
+    objective: objectives.Objective = dataclasses.field(default_factory=objectives.Objective)
+    phases: tuple[tuple[int, StepFn], ...] = ()
+
+    def step_fn_at(self, step: int) -> StepFn:
+        """The train step of the phase that ``step`` (the state's step before the update) belongs to."""
+        return next((fn for first, fn in reversed(self.phases) if step >= first), self.step_fn)
 
     def model(self, state: TrainState | None = None) -> POSSM:
         """The model holding ``state``'s variables (default: the run's current state)."""
         return merge_model(self.graphdef, self.state if state is None else state)
 
     def evaluate(self, state: TrainState, split: str, strict: bool = False, num_traces: int = 0) -> dict[str, Any]:
-        """Whole-trial evaluation of ``state`` on ``split`` of every selected session."""
-        batch = self.config.eval.batch_size
-        model = self.model(state)
-        return evaluate(model, self.recordings, self.vocab_maps, self.tokenizer, split, batch, strict, num_traces)
+        """Whole-trial evaluation of ``state`` on ``split`` of every selected session (the objective's metrics)."""
+        options = objectives.EvalOptions(self.config.eval.batch_size, strict, num_traces)
+        return self.objective.evaluate(self.model(state), self.config, self.recordings, self.vocab_maps, split, options)
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
     """Builds the run described by ``config`` in ``workdir``; resumes from its newest checkpoint if it has one.
 
     Raises:
-        ValueError: bad data directory, session selection or transfer mode (``DataError``), missing or corrupt
-            checkpoints (``CheckpointError``), a resumed run whose model config differs (``ConfigMismatchError``).
+        ValueError: bad data directory or session selection (``DataError``), transfer mode or ``task.name``, missing
+            or corrupt checkpoints (``CheckpointError``), a resumed run whose model config differs
+            (``ConfigMismatchError``).
     """
     os.makedirs(workdir, exist_ok=True)
     transfer.check_mode(config.transfer.mode)
-    recordings = corpus_lib.select(
-        corpus_lib.load_corpus(config.data.dir, config.data.synthetic, config.data.seed), config.data.sessions
-    )
+    objective = objectives.get(config)
+    recordings = corpus_lib.select(objectives.load_corpus(config.data), config.data.sessions)
     train_recs = [corpus_lib.restrict_train(r, config.data.train_fraction) for r in recordings]
     ckpt = Checkpointer(
         os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep, best_metric=BEST_METRIC, best_mode="max"
     )
     tx = make_optimizer(config)
     resume = ckpt.latest_step() is not None
-    cfg, units, sessions, model, trainable = _initial_model(config, ckpt if resume else None, train_recs)
+    cfg, units, sessions, model, trainable = _initial_model(config, ckpt if resume else None, train_recs, objective)
     mesh = make_mesh()
     tok = tokenizer_config(config)
-    data = _train_data(config, tok, train_recs, corpus_lib.vocab_maps(train_recs, units, sessions))
-    loss_fn = functools.partial(multitask_loss, task_names=cfg.task_names)
+    data = objective.train_data(config, train_recs, corpus_lib.vocab_maps(train_recs, units, sessions))
+    (_, loss_fn), *later = objective.loss_phases(config, cfg)
     graphdef, state, step_fn = init_training(model, tx, loss_fn, trainable=trainable, mesh=mesh)
+    phases = ((0, step_fn), *((first, make_train_step(graphdef, tx, fn, mesh=mesh)) for first, fn in later))
     saved = saved_config(config, units, sessions, cfg)
     if resume:
         # The model section and the model config must match the checkpoint's; the vocabulary came from it.
@@ -162,12 +166,15 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
     maps = corpus_lib.vocab_maps(recordings, units, sessions)
     return Run(
         config, workdir, tok, cfg, units, sessions, mesh, graphdef, state, step_fn, rng, data, ckpt, saved,
-        recordings, maps,
+        recordings, maps, objective, phases,
     )  # fmt: skip
 
 
 def _initial_model(
-    config: ml_collections.ConfigDict, resume_from: Checkpointer | None, train_recs: list[Recording]
+    config: ml_collections.ConfigDict,
+    resume_from: Checkpointer | None,
+    train_recs: list[Recording],
+    objective: objectives.Objective,
 ) -> tuple[POSSMConfig, Vocab, Vocab, POSSM, PyTree]:
     """``(model config, units, sessions, model, trainable mask)`` before any checkpoint of this run is restored.
 
@@ -184,7 +191,7 @@ def _initial_model(
     if config.transfer.checkpoint:
         return _pretrained_model(config, train_recs)
     units, sessions = corpus_lib.build_vocabs(train_recs)
-    cfg = model_config(config)
+    cfg = objective.model_config(config)
     model = POSSM(cfg, len(units), len(sessions), rngs=nnx.Rngs(seed))
     return cfg, units, sessions, model, transfer.full_mask(nnx.state(model, nnx.Param))
 
@@ -211,25 +218,3 @@ def _pretrained_model(
         config.transfer.get("lora_rank", 0),
     )
     return pretrained.config, units, sessions, model, mask
-
-
-def _train_data(
-    config: ml_collections.ConfigDict, tok: TokenizerConfig, recordings: list[Recording], maps: list
-) -> Iterator[dict[str, Any]]:
-    """This process's share of the training batches (grain; its position is checkpointed)."""
-    shard_index, shard_count = data_shard()
-    sizes = None
-    if config.train.max_spikes > 0:
-        sizes = BatchSizes(s=config.train.max_spikes, q=config.train.max_queries, c=tok.window_chunks)
-    return make_train_iterator(
-        recordings,
-        maps,
-        tok,
-        config.train.batch_size // shard_count,
-        config.train.seed,
-        num_workers=config.train.num_workers,
-        shard_index=shard_index,
-        shard_count=shard_count,
-        unit_dropout=UnitDropoutConfig() if config.train.unit_dropout else None,
-        sizes=sizes,
-    )
