@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow bench bench-quick calibrate lint format clean
+.PHONY: setup demo transfer test test-slow bench bench-quick calibrate lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ test-slow: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m experiments.demo --workdir=runs/demo
+
+transfer: $(STAMP)
+	$(PY) -m experiments.transfer_study --config=experiments/configs/transfer_study.py:small --workdir=runs/transfer
 
 bench: $(STAMP)
 	$(PY) -m experiments.bench --out=runs/bench

@@ -1,5 +1,6 @@
-"""Named sizes of the synthetic reaching corpus (SPEC 3.2): ``tiny`` for tests, ``demo`` for a laptop, ``bench``,
-and ``single``: one long centre-out session for single-session models (POSSM-SS)."""
+"""Named sizes of the synthetic reaching corpus (docs/synthetic.md): ``tiny`` for tests, ``demo`` for a laptop,
+``bench``, ``single`` (one long centre-out session for single-session models, POSSM-SS) and ``transfer`` (a
+held-out session of a seen subject and a held-out subject, small enough for the CPU transfer study)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ class ReachingPreset:
 
     Sessions of a subject form a chain (think: recording days); neighbours share 50–90 % of their units and tuning
     drifts slowly along the chain. ``num_heldout`` extra sessions per subject continue the chain after the
-    pretraining sessions and are meant for transfer experiments.
+    pretraining sessions and are meant for transfer experiments. The last ``heldout_subjects`` subjects are never
+    seen in pretraining: they have only ``max(1, num_heldout)`` sessions, all held out, their own neurons, and
+    latent rotational dynamics at ``heldout_rotation_freq`` instead of ``rotation_freq``.
     """
 
     name: str
@@ -28,6 +31,8 @@ class ReachingPreset:
     overlap: tuple[float, float] = (0.5, 0.9)  # |A ∩ B| / min(|A|, |B|) for neighbouring sessions
     lead: tuple[float, float] = (0.10, 0.15)  # s, latent ahead of kinematics
     rotation_freq: tuple[float, float] = (1.0, 2.0)  # Hz
+    heldout_subjects: int = 0
+    heldout_rotation_freq: tuple[float, float] = (2.5, 3.0)  # Hz, for held-out subjects
     num_private: tuple[int, int] = (2, 3)  # inclusive range
     private_tau: tuple[float, float] = (0.3, 1.0)  # s
     tuning: TuningConfig = TuningConfig()
@@ -43,6 +48,16 @@ class ReachingPreset:
     def brainset_id(self) -> str:
         return f"synthetic_reaching_{self.name}"
 
+    def is_heldout_subject(self, subject: int) -> bool:
+        """Whether ``subject`` is one of the last ``heldout_subjects`` (never seen in pretraining)."""
+        return subject >= self.num_subjects - self.heldout_subjects
+
+    def chain_length(self, subject: int) -> int:
+        """Sessions of ``subject``: pretraining plus held-out ones, or only held-out ones for a held-out subject."""
+        if self.is_heldout_subject(subject):
+            return max(1, self.num_heldout)
+        return self.sessions_per_subject + self.num_heldout
+
 
 PRESETS: dict[str, ReachingPreset] = {
     "tiny": ReachingPreset("tiny", sessions_per_subject=3, duration=60.0),
@@ -50,6 +65,18 @@ PRESETS: dict[str, ReachingPreset] = {
     # One 15 min session of 188 units (the neurons of demo's subject_00_session_000): single-session
     # models are data-limited on 5 min sessions (README, "Single-session POSSM-SS").
     "single": ReachingPreset("single", sessions_per_subject=1, duration=900.0),
+    # Two pretraining subjects (3 sessions each, 1 held out each) and a third subject held out whole: the CPU
+    # transfer study (experiments/transfer_study.py) pretrains on 6 sessions and transfers to both kinds.
+    "transfer": ReachingPreset(
+        "transfer",
+        num_subjects=3,
+        sessions_per_subject=3,
+        num_heldout=1,
+        heldout_subjects=1,
+        duration=150.0,
+        pool_size=(150, 250),
+        units_per_session=(60, 120),
+    ),
     "bench": ReachingPreset(
         "bench", num_subjects=4, sessions_per_subject=20, num_heldout=1, duration=300.0, random_target_every=4
     ),

@@ -66,9 +66,9 @@ def session_specs(preset: ReachingPreset) -> list[SessionSpec]:
     """All sessions of a preset in order: per subject, the pretraining chain then the held-out sessions."""
     specs = []
     for s in range(preset.num_subjects):
-        for k in range(preset.sessions_per_subject + preset.num_heldout):
+        for k in range(preset.chain_length(s)):
             rt = preset.random_target_every and (k + 1) % preset.random_target_every == 0
-            heldout = k >= preset.sessions_per_subject
+            heldout = k >= preset.sessions_per_subject or preset.is_heldout_subject(s)
             task = reaching.RANDOM_TARGET if rt and not heldout else reaching.CENTRE_OUT
             specs.append(SessionSpec(s, k, f"{_subject_id(s)}_session_{k:03d}", _subject_id(s), task, heldout))
     return specs
@@ -110,14 +110,15 @@ def chain_unit_sets(
 def plan_subject(preset: ReachingPreset, seed: int, subject: int) -> SubjectPlan:
     """The subject-level structure of a corpus (cheap: no spikes)."""
     rng = np.random.default_rng([seed, subject, 0])
-    num_sessions = preset.sessions_per_subject + preset.num_heldout
+    num_sessions = preset.chain_length(subject)
     pool_size = int(rng.integers(preset.pool_size[0], preset.pool_size[1] + 1))
     num_private = int(rng.integers(preset.num_private[0], preset.num_private[1] + 1))
     pool = units.make_pool(rng, pool_size, num_private, preset.tuning)
     unit_sets = chain_unit_sets(rng, pool_size, num_sessions, preset.units_per_session, preset.overlap)
     steps = rng.standard_normal((num_sessions, *pool.weights.shape)) * preset.weight_drift_sd
     steps[:, ~pool.tuned, : latents_lib.NUM_TASK_LATENTS] = 0.0  # untuned units stay untuned
-    return SubjectPlan(pool, float(rng.uniform(*preset.rotation_freq)), unit_sets, np.cumsum(steps, axis=0))
+    freq = preset.heldout_rotation_freq if preset.is_heldout_subject(subject) else preset.rotation_freq
+    return SubjectPlan(pool, float(rng.uniform(*freq)), unit_sets, np.cumsum(steps, axis=0))
 
 
 def split_trials(

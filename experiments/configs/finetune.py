@@ -4,7 +4,8 @@ r"""Config for finetuning a pretrained POSSM on new sessions (``experiments/fine
         --config.transfer.checkpoint=runs/pretrain/checkpoints --config.data.dir=runs/demo/data \
         --workdir=runs/finetune_ui
 
-``arg`` is the mode: ``ui`` (only the new unit/session rows train), ``ft`` (UI for ``transfer.unfreeze_step`` steps,
+``arg`` is the mode: ``ui`` (only the new unit/session rows train), ``lora`` (rank-``transfer.lora_rank`` adapters
+as the new rows of a frozen model), ``ft`` (UI for ``transfer.unfreeze_step`` steps,
 then everything) or ``full``. The model comes from the checkpoint; its vocabulary is extended with the new ids.
 """
 

@@ -22,7 +22,7 @@ from data_pipeline.synth import generate
 from data_pipeline.synth.presets import get_preset as get_synth_preset
 from possm_jax.vocab import Vocab
 
-SELECTIONS = ("all", "pretrain", "heldout")
+SELECTIONS = ("all", "pretrain", "heldout", "heldout_session", "heldout_subject")
 
 
 @dataclasses.dataclass
@@ -54,7 +54,9 @@ def load_corpus(data_dir: str, synthetic: str = "tiny", seed: int = 0) -> list[S
 
 
 def select(sessions: Sequence[Session], which: str) -> list[Recording]:
-    """Recordings for ``which``: ``all``, ``pretrain`` (not held out), ``heldout``, or comma-separated session ids.
+    """Recordings for ``which``: ``all``, ``pretrain`` (not held out), ``heldout``, ``heldout_session`` (held-out
+    sessions of subjects seen in pretraining), ``heldout_subject`` (sessions of subjects never seen in pretraining),
+    or comma-separated session ids.
 
     Raises:
         ValueError: the selection names unknown sessions or is empty.
@@ -66,6 +68,10 @@ def select(sessions: Sequence[Session], which: str) -> list[Recording]:
         chosen = [s for s in sessions if not s.heldout]
     elif which == "heldout":
         chosen = [s for s in sessions if s.heldout]
+    elif which in ("heldout_session", "heldout_subject"):
+        seen = {s.recording.subject_id for s in sessions if not s.heldout}
+        want_seen = which == "heldout_session"
+        chosen = [s for s in sessions if s.heldout and (s.recording.subject_id in seen) == want_seen]
     else:
         wanted = [w.strip() for w in which.split(",") if w.strip()]
         unknown = [w for w in wanted if w not in available]
