@@ -27,6 +27,7 @@ from possm_jax.train.logging import read_scalars
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, DEVICES, BATCH = 4, 8, 8
+SESSION = "subject_00_session_000"  # one session of the tiny corpus: less to prepare and evaluate
 LAUNCH_TIMEOUT = 240  # seconds per launch: a hung collective fails the test instead of hanging CI
 
 
@@ -41,7 +42,7 @@ def _command(workdir: str, num_processes: int, process_id: int, port: int) -> li
     cmd = [
         sys.executable, "-m", "experiments.pretrain",
         "--config=experiments/configs/pretrain.py:possm_small,quick",
-        "--config.data.sessions=all", "--config.model.dim=32", "--config.model.backbone.hidden=32",
+        f"--config.data.sessions={SESSION}", "--config.model.dim=32", "--config.model.backbone.hidden=32",
         "--config.model.ffn_dropout=0.0", f"--config.train.batch_size={BATCH}",
         f"--config.train.num_steps={STEPS}", "--config.train.log_every=1", "--config.train.pack_spikes=False",
         "--config.eval.every=1000", "--config.checkpoint.every=2", "--config.eval.final_split=valid",
@@ -53,10 +54,14 @@ def _command(workdir: str, num_processes: int, process_id: int, port: int) -> li
     return cmd
 
 
-def _start(workdir: str, num_processes: int) -> list[subprocess.Popen]:
+def _start(workdir: str, num_processes: int, cache: str | None = None) -> list[subprocess.Popen]:
+    """Starts the processes of one run; ``cache``: a persistent compilation cache, for single-process runs only (a
+    2-process run reading its step back from the cache hung in the first step once, jax 0.10.2 on CPU)."""
     os.makedirs(workdir, exist_ok=True)
     port = _free_port()
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+    if cache:
+        env |= {"JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     procs = []
     for i in range(num_processes):
         with open(os.path.join(workdir, f"process_{i}.log"), "w") as log:  # the child keeps its own descriptor
@@ -84,8 +89,8 @@ def _finish(procs: list[subprocess.Popen], workdir: str, deadline: float) -> Non
         assert p.returncode == 0, f"process {i} exited with {p.returncode}: {_log(workdir, i)[-3000:]}"
 
 
-def _run(workdir: str, num_processes: int) -> None:
-    _finish(_start(workdir, num_processes), workdir, time.monotonic() + LAUNCH_TIMEOUT)
+def _run(workdir: str, num_processes: int, cache: str | None = None) -> None:
+    _finish(_start(workdir, num_processes, cache), workdir, time.monotonic() + LAUNCH_TIMEOUT)
 
 
 def _losses(workdir: str) -> dict[int, float]:
@@ -146,8 +151,9 @@ def test_hosts_read_disjoint_slices_that_cover_the_global_batch():
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo over localhost TCP")
 def test_two_processes_train_like_one_resume_across_layouts_and_stop_together(tmp_path):
     ref, preempted, resumed = str(tmp_path / "one"), str(tmp_path / "two"), str(tmp_path / "two_to_one")
+    cache = str(tmp_path / "compilation_cache")  # the two single-process runs compile the same programs
     # Given the reference: 1 process x 8 devices, STEPS steps, checkpoints at steps 2 and 4,
-    _run(ref, 1)
+    _run(ref, 1, cache)
 
     # When 2 processes x 4 devices start the same run and process 0 alone gets SIGTERM during the first step,
     deadline = time.monotonic() + LAUNCH_TIMEOUT
@@ -162,7 +168,7 @@ def test_two_processes_train_like_one_resume_across_layouts_and_stop_together(tm
 
     # and 1 process resumes that 2-process checkpoint: the whole curve and the final parameters match the reference.
     shutil.copytree(preempted, resumed)
-    _run(resumed, 1)
+    _run(resumed, 1, cache)
     _assert_same_training(resumed, ref, list(range(1, STEPS + 1)))
 
     # When 2 processes resume the reference's step-2 checkpoint, they continue it exactly too.
