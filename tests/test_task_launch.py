@@ -159,8 +159,12 @@ def test_speech_runs_both_phases_and_resumes_in_each(data, tmp_path, monkeypatch
         assert json.load(f)["examples"]
 
 
-def test_unknown_task_name_is_refused(data, tmp_path):
+def test_unknown_task_name_and_a_phase_1_longer_than_the_run_are_refused(data, tmp_path):
     config = _config("handwriting", data["handwriting"])
     config.task.name = "typing"
     with pytest.raises(ValueError, match=r"task.name='typing'.*'handwriting', 'speech'"):
-        loop.train_and_evaluate(config, str(tmp_path))
+        loop.train_and_evaluate(config, str(tmp_path / "typing"))
+    config = _config("speech", data["speech"])
+    config.task.reconstruct_steps = STEPS + 1
+    with pytest.raises(ValueError, match=rf"task.reconstruct_steps={STEPS + 1}: .*train.num_steps={STEPS}"):
+        loop.train_and_evaluate(config, str(tmp_path / "speech"))

@@ -238,9 +238,12 @@ class Speech(Handwriting):
     def loss_phases(self, config: ml_collections.ConfigDict, cfg: POSSMConfig) -> tuple[tuple[int, LossFn], ...]:
         """Count reconstruction from step 0 (if ``task.reconstruct_steps`` > 0), CTC from ``reconstruct_steps``."""
         del cfg
-        first = int(config.task.reconstruct_steps)
-        if first < 0:
-            raise ValueError(f"task.reconstruct_steps={first}: must be >= 0 (0 skips the reconstruction phase)")
+        first, total = int(config.task.reconstruct_steps), int(config.train.num_steps)
+        if not 0 <= first <= total:
+            raise ValueError(
+                f"task.reconstruct_steps={first}: must lie in [0, train.num_steps={total}] (0 skips the reconstruction "
+                "phase, train.num_steps trains it alone); set --config.task.reconstruct_steps"
+            )
         starts = (0, first) if first > 0 else (0,)
         return tuple((s, functools.partial(speech.loss_fn, cfg=self.task_config(config, s))) for s in starts)
 
