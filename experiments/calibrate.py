@@ -1,4 +1,4 @@
-r"""Calibration report per synthetic session: a Wiener filter (SPEC 3.2 target 0.60–0.75) and, optionally, a GRU on
+r"""Calibration report per synthetic session: a Wiener filter (target 0.60–0.75) and, optionally, a GRU on
 binned counts (target 0.85–0.92), R² on held-out trials.
 
 Usage::
@@ -6,13 +6,14 @@ Usage::
   python -m experiments.calibrate --preset=demo [--seed=0] [--gru_steps=0] [--out=runs/calibrate/demo.json]
   python -m experiments.calibrate --preset=handwriting|speech [--gru_steps=N] [--binned=gru,s4d,mamba] [--trials=0]
 
-Per session: 50 ms bins over each trial, ``taps`` history bins, ridge fitted on train trials with the SPEC 3.3
-interval weights (reach 5, hold 0.1, return/random 1), the ridge strength picked on validation trials, and R² of
-2-D cursor velocity on test trials scored on the task's eval period (centre-out: reach, random-target: random),
-concatenated over trials (SPEC 6). The ``truth`` column fits the same filter to the noise-free ground-truth log
-rates instead of counts: how much a decoder that could denoise the spikes would gain. With ``--gru_steps=N`` the
-``gru`` column is the accuracy bench's binned GRU (``possm_small``'s backbone on 50 ms counts, 1 s windows of the
-train trials, batch 64, the project's LAMB and loss) trained for N steps and scored on the same test trials.
+Per session: 50 ms bins over each trial, ``taps`` history bins, ridge fitted on train trials with the training
+interval weights (reach 5, hold 0.1, return/random 1), the ridge strength picked on validation trials, and R² of 2-D
+cursor velocity on test trials scored on the task's eval period (centre-out: reach, random-target: random),
+concatenated over trials (docs/training.md, evaluation). The ``truth`` column fits the same filter to the noise-free
+ground-truth log rates instead of counts: how much a decoder that could denoise the spikes would gain. With
+``--gru_steps=N`` the ``gru`` column is the accuracy bench's binned GRU (``possm_small``'s backbone on 50 ms counts,
+1 s windows of the train trials, batch 64, the project's LAMB and loss) trained for N steps and scored on the same
+test trials.
 
 Human-BCI presets (``--preset=handwriting`` / ``--preset=speech``, generated in memory): per session, handwriting
 reports PCA-KNN test accuracy (:mod:`possm_jax.baselines.pca_knn`) and, with ``--gru_steps=N``, the test accuracy of

@@ -1,4 +1,4 @@
-"""Handwriting-like task (SPEC 3.2, after Willett et al. 2021): attempted handwriting of 31 characters.
+"""Handwriting-like task (after Willett et al. 2021; docs/synthetic.md): attempted handwriting of 31 characters.
 
 Each character is a stroke template: a pen-velocity trajectory made of 3–5 Gaussian velocity bumps over 0.6–1 s,
 fixed per seed. A trial is a 0.5–0.8 s delay, the character written with a random time warp (overall speed

@@ -1,4 +1,4 @@
-"""Speech-like task (SPEC 3.2, after Willett et al. 2023): attempted speech decoded as phonemes with CTC.
+"""Speech-like task (after Willett et al. 2023; docs/synthetic.md): attempted speech decoded as phonemes with CTC.
 
 40 phonemes (ids 1–40; 0 is the CTC blank) and a random lexicon of 2–6-phoneme words (no phoneme repeats itself
 back to back, so frame labels collapse to the exact sequence). A trial is a 0.5–1 s delay, a sentence of 3–7 words
