@@ -24,9 +24,8 @@ from possm_jax.possm import POSSM
 from possm_jax.train import corpus
 from possm_jax.train.loss import multitask_loss
 from possm_jax.train.optim import reference_lamb
-from possm_jax.train.sharding import make_mesh, maybe_initialize_distributed, place_state, replicate, shard_batch
-from possm_jax.train.state import create_train_state
-from possm_jax.train.step import make_train_step
+from possm_jax.train.setup import init_training
+from possm_jax.train.sharding import make_mesh, maybe_initialize_distributed, replicate, shard_batch
 
 _DEVICES = flags.DEFINE_list("devices", ["1", "2", "4", "8"], "Simulated device counts to time.")
 _PER_DEVICE = flags.DEFINE_integer("per_device_batch", 4, "Windows per device per step.")
@@ -42,13 +41,12 @@ def _step_and_batches(preset: str, num_devices: int, per_device: int):
     batch_size = per_device * num_devices
     data = make_train_iterator(recs, corpus.vocab_maps(recs, units, sessions), TokenizerConfig(), batch_size, 0)
     cfg = get_preset(preset)
-    tx = reference_lamb(batch_size, 1000)
-    graphdef, state = create_train_state(POSSM(cfg, len(units), len(sessions), rngs=nnx.Rngs(0)), tx)
     mesh = make_mesh(num_devices)
+    model = POSSM(cfg, len(units), len(sessions), rngs=nnx.Rngs(0))
     loss_fn = functools.partial(multitask_loss, task_names=cfg.task_names)
-    step = make_train_step(graphdef, tx, loss_fn, mesh=mesh)
+    _, state, step = init_training(model, reference_lamb(batch_size, 1000), loss_fn, mesh=mesh)
     batches = (shard_batch(b, mesh) for b in data)
-    return place_state(state, mesh), step, batches, replicate(jax.random.key(0), mesh)
+    return state, step, batches, replicate(jax.random.key(0), mesh)
 
 
 def throughput(preset: str, num_devices: int, per_device: int, steps: int) -> float:
