@@ -12,7 +12,7 @@ def test_bench_smoke_writes_results(tmp_path):
     for key in ("machine", "command", "date", "latency", "poyo_ratio", "training", "data", "accuracy"):
         assert key in results, key
     assert results["machine"]["cores"] >= 1 and results["machine"]["jax"]
-    assert set(results["latency"]) == {"1", "all"}
+    assert set(results["latency"]) == set(bench.MODES["smoke"].latency_threads) == {"1"}
     for res in results["latency"].values():
         families = {r["family"] for r in res["rows"]}
         assert families == {"possm", "rerun", "binned", "wiener", "poyo"}
