@@ -86,10 +86,12 @@ def test_every_model_field_is_in_the_config_and_round_trips_through_a_checkpoint
     config.model.lag, config.model.backbone.hidden, config.tokenizer.bin_width = 0.05, 128, 0.02
     cfg = run_config.model_config(config)
     assert (cfg.lag, cfg.backbone.hidden, cfg.bin_width, cfg.dim) == (0.05, 128, 0.02, preset.dim)
-    # When a run trains with num_latents=4, depth=1 given as command-line style overrides,
-    small = apply_overrides(tiny_config(2), {"model.num_latents": 4, "model.depth": 1})
+    # When a run trains with num_latents=4, depth=1 given as command-line style overrides, its parameters split
+    # over 2 devices (FSDP on a 4 x 2 mesh),
+    overrides = {"model.num_latents": 4, "model.depth": 1, "train.model_shards": 2}
+    small = apply_overrides(tiny_config(2), overrides)
     loop.train_and_evaluate(small, str(tmp_path))
-    # then the checkpoint's model has them, and the saved config prints them in its model section.
+    # then the checkpoint loads on one device, its model has them, and the saved config prints them.
     model, _, _, saved, _ = model_io.load_checkpoint(str(tmp_path / "checkpoints"))
     assert (model.config.num_latents, model.config.depth) == (4, 1)
     assert (saved["model"]["num_latents"], saved["model"]["depth"]) == (4, 1)

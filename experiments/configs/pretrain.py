@@ -52,6 +52,8 @@ def get_config(arg: str = "possm_small") -> ml_collections.ConfigDict:
         max_queries=128,  # used with max_spikes
         pack_spikes=True,  # pack each batch's spike tokens across its rows (a few compilations, much less padding)
         num_workers=0,
+        dtype="float32",  # "bfloat16": bf16 forward/backward, float32 master weights and optimizer state
+        model_shards=1,  # > 1: parameters and optimizer state split over this many devices (FSDP; docs/scaling.md)
         log_every=10 if quick else 50,
     )
     c.eval = dict(every=100 if quick else 1000, batch_size=16, final_split="test", strict=True)

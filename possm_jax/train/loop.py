@@ -27,7 +27,7 @@ import numpy as np
 
 from possm_jax.possm import count_params
 from possm_jax.train import transfer
-from possm_jax.train.checkpoint import PreemptionFlag, abstract_state
+from possm_jax.train.checkpoint import PreemptionFlag
 from possm_jax.train.logging import RunLogger, read_scalars, write_metrics_json
 from possm_jax.train.model_io import BEST_METRIC
 from possm_jax.train.optim import hyperparams
@@ -137,9 +137,10 @@ def train(run: Run) -> TrainOutcome:
                 logger.log(step, last, prefix="train/")
             validate = step % config.eval.every == 0 or step == config.train.num_steps
             score = _validate(run, logger, state, step) if validate else None
-            if validate or step % config.checkpoint.every == 0 or flag.requested:
+            stop = flag.requested  # read once: a signal between two reads would stop without saving
+            if validate or step % config.checkpoint.every == 0 or stop:
                 _save(run, state, step, score)
-            if flag.requested:
+            if stop:
                 ckpt.wait()
                 logger.message(f"{flag.signal_name}: saved step {step} to {ckpt.directory}; exiting")
                 preempted = True
@@ -179,7 +180,7 @@ def report(run: Run, outcome: TrainOutcome, started: float) -> dict[str, Any]:
     state = outcome.state
     best = ckpt.best_step()
     if best is not None and best != outcome.step:
-        state = ckpt.restore(abstract_state(state, run.mesh), step=best)
+        state = ckpt.restore(state, step=best)  # onto the state's own shardings (replicated or FSDP)
     ckpt.close()
     split = config.eval.final_split
     final = run.evaluate(state, split, strict=config.eval.strict, num_traces=3)
@@ -194,11 +195,12 @@ def report(run: Run, outcome: TrainOutcome, started: float) -> dict[str, Any]:
         "wall_seconds": time.time() - started,
         split: run.objective.summary(final),
     }
-    write_metrics_json(os.path.join(run.workdir, "metrics.json"), results)
-    run.objective.write_report(final, run.workdir)
-    scalars = read_scalars(os.path.join(run.workdir, "tb"))
-    if scalars:
-        plot_training_curves(scalars, os.path.join(run.workdir, "training_curves.png"))
+    if jax.process_index() == 0:  # one writer for the files every process would write alike
+        write_metrics_json(os.path.join(run.workdir, "metrics.json"), results)
+        run.objective.write_report(final, run.workdir)
+        scalars = read_scalars(os.path.join(run.workdir, "tb"))
+        if scalars:
+            plot_training_curves(scalars, os.path.join(run.workdir, "training_curves.png"))
     return results
 
 

@@ -89,7 +89,12 @@ def load_checkpoint(
             mask = transfer.full_mask(nnx.state(model, nnx.Param))
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         # The optimizer state's shapes come from jax.eval_shape: it is never initialised, only read and dropped.
-        opt_shapes = jax.eval_shape(make_optimizer(ml_collections.ConfigDict(saved)).init, params)
+        # Every leaf lands on this process's first device, whatever mesh (replicated or FSDP) the run saved from.
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        opt_shapes = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+            jax.eval_shape(make_optimizer(ml_collections.ConfigDict(saved)).init, params),
+        )
         mask = jax.tree.map(np.asarray, mask)
         state = source.restore(TrainState(np.zeros((), np.int32), params, rest, opt_shapes, mask), step=step)
     finally:

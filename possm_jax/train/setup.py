@@ -1,7 +1,7 @@
 """``setup(config, workdir)``: the pieces of one training run, built once and shared by every caller.
 
 A run is a fresh model, a finetuning of a pretrained checkpoint, or the resumption of the run's own newest
-checkpoint. :func:`setup` settles which, and returns a :class:`Run`: the data, the vocabularies, the replicated train
+checkpoint. :func:`setup` settles which, and returns a :class:`Run`: the data, the vocabularies, the train
 state, the device mesh, the jitted step and the checkpointer. :mod:`possm_jax.train.loop` runs it; the benchmark and
 the baselines' trainer build their state with :func:`init_training`, the same constructor :func:`setup` uses.
 
@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 from flax import nnx
@@ -36,10 +37,10 @@ from possm_jax.config import POSSMConfig
 from possm_jax.possm import POSSM
 from possm_jax.train import corpus as corpus_lib
 from possm_jax.train import objectives, transfer
-from possm_jax.train.checkpoint import Checkpointer, abstract_state
+from possm_jax.train.checkpoint import Checkpointer
 from possm_jax.train.model_io import BEST_METRIC, load_checkpoint, saved_config, vocabs_from_saved
 from possm_jax.train.run_config import make_optimizer, tokenizer_config
-from possm_jax.train.sharding import make_mesh, replicate
+from possm_jax.train.sharding import make_mesh, place_state, replicate, state_shardings
 from possm_jax.train.state import TrainState, create_train_state, merge_model
 from possm_jax.train.step import make_train_step
 from possm_jax.types import Array, PyTree
@@ -56,6 +57,7 @@ def init_training(
     trainable: PyTree | None = None,
     mesh: Mesh | None = None,
     donate: bool = True,
+    compute_dtype: jnp.dtype = jnp.float32,
 ) -> tuple[nnx.GraphDef, TrainState, StepFn]:
     """The train state of ``model`` and its jitted step: ``(graphdef, state, step_fn)``.
 
@@ -64,13 +66,32 @@ def init_training(
         tx: the optimizer.
         loss_fn: ``loss_fn(predictions, batch) -> (loss, metrics)``.
         trainable: a mask (see :func:`possm_jax.train.state.trainable_mask`); None trains everything.
-        mesh: a device mesh: the state is replicated on it and the step splits batches over ``data``.
+        mesh: a device mesh: the state is placed on it (replicated, or split over its ``model`` axis: FSDP) and the
+            step splits batches over ``data``.
         donate: reuse the input state's buffers for the output.
+        compute_dtype: the dtype of the forward and backward pass (bfloat16: mixed precision with float32 master
+            weights and optimizer state).
     """
     graphdef, state = create_train_state(model, tx, trainable)
     if mesh is not None:
-        state = replicate(state, mesh)
-    return graphdef, state, make_train_step(graphdef, tx, loss_fn, mesh=mesh, donate=donate)
+        state = place_state(state, mesh)
+    return graphdef, state, step_for(graphdef, tx, loss_fn, state, mesh, donate, compute_dtype)
+
+
+def step_for(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    loss_fn: Callable,
+    state: TrainState,
+    mesh: Mesh | None = None,
+    donate: bool = True,
+    compute_dtype: jnp.dtype = jnp.float32,
+) -> StepFn:
+    """The jitted train step of ``loss_fn`` for ``state`` as placed on ``mesh`` (see :func:`init_training`)."""
+    sharding = state_shardings(state, mesh) if mesh is not None else None
+    return make_train_step(
+        graphdef, tx, loss_fn, mesh=mesh, donate=donate, compute_dtype=compute_dtype, state_sharding=sharding
+    )
 
 
 @dataclasses.dataclass
@@ -86,7 +107,7 @@ class Run:
         sessions: session vocabulary.
         mesh: the device mesh (``data`` axis).
         graphdef: the model's static graph.
-        state: the train state, replicated on ``mesh`` (restored when the run resumes).
+        state: the train state, placed on ``mesh`` (restored when the run resumes).
         step_fn: the jitted train step (of the first phase; :meth:`step_fn_at` gives each step's).
         rng: the dropout key, replicated.
         data: the training batch iterator (grain; its position is checkpointed).
@@ -150,18 +171,18 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
     tx = make_optimizer(config)
     resume = ckpt.latest_step() is not None
     cfg, units, sessions, model, trainable = _initial_model(config, ckpt if resume else None, train_recs, objective)
-    mesh = make_mesh()
+    mesh = make_mesh(model=config.train.model_shards)
     tok = tokenizer_config(config)
     data = objective.train_data(config, train_recs, corpus_lib.vocab_maps(train_recs, units, sessions))
     (_, loss_fn), *later = objective.loss_phases(config, cfg)
-    graphdef, state, step_fn = init_training(model, tx, loss_fn, trainable=trainable, mesh=mesh)
-    phases = ((0, step_fn), *((first, make_train_step(graphdef, tx, fn, mesh=mesh)) for first, fn in later))
+    dtype = jnp.dtype(config.train.dtype)
+    graphdef, state, step_fn = init_training(model, tx, loss_fn, trainable=trainable, mesh=mesh, compute_dtype=dtype)
+    phases = ((0, step_fn), *((first, step_for(graphdef, tx, fn, state, mesh, True, dtype)) for first, fn in later))
     saved = saved_config(config, units, sessions, cfg)
     if resume:
         # The model section and the model config must match the checkpoint's; the vocabulary came from it.
-        state = ckpt.restore(
-            abstract_state(state, mesh), config=saved, compare=("model", "model_config"), data_iterator=data
-        )
+        # Restored onto the state's own shardings (replicated, or FSDP), whatever the saving run's mesh was.
+        state = ckpt.restore(state, config=saved, compare=("model", "model_config"), data_iterator=data)
     rng = replicate(jax.random.PRNGKey(config.train.seed), mesh)
     maps = corpus_lib.vocab_maps(recordings, units, sessions)
     return Run(
@@ -182,7 +203,7 @@ def _initial_model(
     weights over to vocabularies extended with the new ids; otherwise a fresh model is built from ``config.model``.
     """
     seed = config.train.seed
-    if resume_from is not None:
+    if resume_from is not None and config.transfer.mode != "lora":  # a LoRA run is rebuilt on its base, then restored
         saved = resume_from.restore_config()
         units, sessions = vocabs_from_saved(saved)
         cfg = POSSMConfig.from_dict(saved["model_config"])
