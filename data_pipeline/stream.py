@@ -23,11 +23,12 @@ class StreamChunk:
     """One chunk of a stream, with a leading batch axis of 1 (``Streamer`` inputs).
 
     Attributes:
-      start: absolute start time of the chunk in seconds.
-      chunk: ``spike_unit`` (global unit index), ``spike_time`` (seconds since ``start``), ``spike_mask``; each [1, s].
-      queries: ``session`` [1]; ``query_time`` (seconds since ``start``) and ``query_task`` (zeros), each [1, q].
-      query_times: [q] float64 absolute query times.
-      target: [q, y] float32 z-scored behaviour at the query times (0 where missing).
+        start: absolute start time of the chunk in seconds.
+        chunk: ``spike_unit`` (global unit index), ``spike_time`` (seconds since ``start``), ``spike_mask``; each
+            [1, s].
+        queries: ``session`` [1]; ``query_time`` (seconds since ``start``) and ``query_task`` (zeros), each [1, q].
+        query_times: [q] float64 absolute query times.
+        target: [q, y] float32 z-scored behaviour at the query times (0 where missing).
     """
 
     start: float
@@ -48,15 +49,15 @@ def stream_chunks(
     """Yields the chunks of ``[t0, t1)`` in order (the last chunk may extend past ``t1``, like evaluation trials).
 
     Args:
-      recording: a :class:`Recording` or a lazy store reader.
-      unit_index: [u] session-local unit row -> global unit index (>= 1).
-      session_index: the session's vocabulary index.
-      cfg: tokenizer configuration (``bin_width``, ``target`` and its normalisation).
-      t0: stream start in seconds (chunk 0 starts here).
-      t1: stream end in seconds; must be > ``t0``.
+        recording: a :class:`Recording` or a lazy store reader.
+        unit_index: [u] session-local unit row -> global unit index (>= 1).
+        session_index: the session's vocabulary index.
+        cfg: tokenizer configuration (``bin_width``, ``target`` and its normalisation).
+        t0: stream start in seconds (chunk 0 starts here).
+        t1: stream end in seconds; must be > ``t0``.
 
     Raises:
-      ValueError: naming the argument if ``t1 <= t0`` or ``unit_index`` does not match the recording.
+        ValueError: naming the argument if ``t1 <= t0`` or ``unit_index`` does not match the recording.
     """
     if not t1 > t0:
         raise ValueError(f"t1: the stream must end after it starts, got t0={t0}, t1={t1}")

@@ -103,15 +103,15 @@ def calibrate_session(
     """Wiener-filter R² of one synthetic session (counts, and ground-truth log rates when available).
 
     Args:
-      recording: a session with ``trials``, ``movement_phases/*`` intervals, splits and ``cursor.vel``.
-      task: ``center_out`` or ``random_target`` (picks the eval period).
-      bin_width: seconds per bin.
-      taps: history taps.
-      gru_steps: > 0 also trains and scores a binned GRU for this many steps (:func:`gru_r2`).
+        recording: a session with ``trials``, ``movement_phases/*`` intervals, splits and ``cursor.vel``.
+        task: ``center_out`` or ``random_target`` (picks the eval period).
+        bin_width: seconds per bin.
+        taps: history taps.
+        gru_steps: > 0 also trains and scores a binned GRU for this many steps (:func:`gru_r2`).
 
     Returns:
-      ``{"units", "alpha", "r2_valid", "r2_test"}``, with ground truth ``"r2_test_truth"``, with ``gru_steps``
-      ``"r2_test_gru"``.
+        ``{"units", "alpha", "r2_valid", "r2_test"}``, with ground truth ``"r2_test_truth"``, with ``gru_steps``
+        ``"r2_test_gru"``.
     """
     eval_period = EVAL_PERIOD[task]
     inputs = {"counts": lambda seg: seg.counts.astype(np.float64)}
@@ -197,11 +197,11 @@ def calibrate_bci(
     """:func:`handwriting_row` or :func:`speech_row` for every session of the ``handwriting`` / ``speech`` preset.
 
     Args:
-      preset: ``handwriting`` or ``speech``.
-      seed: corpus seed.
-      binned: binned model kind (gru, s4d, mamba) -> training steps; empty: PCA-KNN only (handwriting).
-      trials: trials per session (0: the generator's default; small values make quick checks).
-      sessions: number of sessions (0: the generator's default).
+        preset: ``handwriting`` or ``speech``.
+        seed: corpus seed.
+        binned: binned model kind (gru, s4d, mamba) -> training steps; empty: PCA-KNN only (handwriting).
+        trials: trials per session (0: the generator's default; small values make quick checks).
+        sessions: number of sessions (0: the generator's default).
     """
     make, row = {
         "handwriting": (handwriting.generate_handwriting, handwriting_row),

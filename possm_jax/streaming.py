@@ -87,10 +87,10 @@ def make_step(model: POSSM, *, weights: str = "f32", r2_check: R2Check | None = 
     compiles once.
 
     Args:
-      model: the model.
-      weights: matmul weight format, one of :data:`possm_jax.quantize.WEIGHT_FORMATS`.
-      r2_check: optional model -> test R²; raises ValueError if ``weights`` loses more than
-        :data:`possm_jax.quantize.R2_DROP_LIMIT` against float32.
+        model: the model.
+        weights: matmul weight format, one of :data:`possm_jax.quantize.WEIGHT_FORMATS`.
+        r2_check: optional model -> test R²; raises ValueError if ``weights`` loses more than
+          :data:`possm_jax.quantize.R2_DROP_LIMIT` against float32.
     """
     return jax.jit(_step_with_constants(model, weights, r2_check))
 
@@ -115,11 +115,11 @@ class Streamer:
     :func:`stack_streams`) and can restart alone (:meth:`reset`).
 
     Args:
-      model: a POSSM; its parameters are snapshotted at construction.
-      weights: matmul weight format, one of :data:`possm_jax.quantize.WEIGHT_FORMATS`.
-      check_inputs: check every chunk (False skips the host-side check for inputs already known to be valid).
-      r2_check: optional model -> test R²; the constructor raises ValueError if ``weights`` loses more than
-        :data:`possm_jax.quantize.R2_DROP_LIMIT` against float32.
+        model: a POSSM; its parameters are snapshotted at construction.
+        weights: matmul weight format, one of :data:`possm_jax.quantize.WEIGHT_FORMATS`.
+        check_inputs: check every chunk (False skips the host-side check for inputs already known to be valid).
+        r2_check: optional model -> test R²; the constructor raises ValueError if ``weights`` loses more than
+          :data:`possm_jax.quantize.R2_DROP_LIMIT` against float32.
     """
 
     def __init__(
@@ -171,7 +171,7 @@ class Streamer:
         queries per chunk never compiles.
 
         Returns:
-          The number of executables compiled by this call.
+            The number of executables compiled by this call.
         """
         before = len(self._executables)
         spike_buckets = _buckets(MIN_SPIKE_BUCKET, next_pow2(max_spikes, MIN_SPIKE_BUCKET))
@@ -205,15 +205,16 @@ class Streamer:
         """Check, pack, step, split.
 
         Args:
-          state: the previous state.
-          chunk: host arrays ``spike_unit``, ``spike_time``, ``spike_mask`` (``spike_value``), each [b, s].
-          queries: host arrays ``session`` [b], ``query_time``, ``query_task`` [b, q] (times since this chunk's start).
+            state: the previous state.
+            chunk: host arrays ``spike_unit``, ``spike_time``, ``spike_mask`` (``spike_value``), each [b, s].
+            queries: host arrays ``session`` [b], ``query_time``, ``query_task`` [b, q] (times since this chunk's
+                start).
 
         Returns:
-          (state, {task: [b, q, y] numpy}).
+            (state, {task: [b, q, y] numpy}).
 
         Raises:
-          possm_jax.InputError: an input has the wrong keys, shape, dtype or values (the message names it).
+            possm_jax.InputError: an input has the wrong keys, shape, dtype or values (the message names it).
         """
         if self._check and not inputs_ok(chunk, queries, self._limits):
             validate.check_step(chunk, queries, self._model_info)  # raises with the offending key
@@ -264,8 +265,8 @@ def exported_step(
     (a 2x / 4x smaller export) and dequantised in the step; ``r2_check`` as in :func:`make_step`.
 
     Raises:
-      ValueError: the model's initial stream state is not all zeros (the loader rebuilds it as zeros), or an
-        unknown ``weights`` format, or one that fails ``r2_check``.
+        ValueError: the model's initial stream state is not all zeros (the loader rebuilds it as zeros), or an
+          unknown ``weights`` format, or one that fails ``r2_check``.
     """
     step_fn = _step_with_constants(model, weights, r2_check)
     leaves, treedef = jax.tree.flatten(model.init_stream(batch_size))
@@ -289,7 +290,7 @@ class LoadedStep:
     """A streaming step restored from :func:`export_step`; needs only JAX, not this package's model code.
 
     Args:
-      exported: the ``jax.export.Exported`` (from :func:`exported_step` or deserialised bytes).
+        exported: the ``jax.export.Exported`` (from :func:`exported_step` or deserialised bytes).
     """
 
     def __init__(self, exported: jax.export.Exported):

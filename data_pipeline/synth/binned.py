@@ -49,13 +49,13 @@ def binned_recording(
     """Draws Poisson counts from ``log_rate`` [t, c] (bins from time 0) and wraps them in a :class:`Recording`.
 
     Args:
-      rng: source of randomness (counts and, without ``split_codes``, the train/valid/test split: 70/10/20 by trials).
-      ids: (brainset_id, session_id, subject_id).
-      log_rate: [t, c] log rates (log Hz) per bin.
-      bin_width: seconds.
-      trials: the session's trials (they tile or lie inside ``[0, t · bin_width)``).
-      behaviour, intervals, truth: extra fields; ``trials`` is added to ``intervals``.
-      split_codes: [i] split of each trial (0 train, 1 valid, 2 test), replacing the random split.
+        rng: source of randomness (counts and, without ``split_codes``, the train/valid/test split: 70/10/20 by trials).
+        ids: (brainset_id, session_id, subject_id).
+        log_rate: [t, c] log rates (log Hz) per bin.
+        bin_width: seconds.
+        trials: the session's trials (they tile or lie inside ``[0, t · bin_width)``).
+        behaviour, intervals, truth: extra fields; ``trials`` is added to ``intervals``.
+        split_codes: [i] split of each trial (0 train, 1 valid, 2 test), replacing the random split.
     """
     counts = rng.poisson(np.exp(log_rate) * bin_width)
     times, channels = counts_to_spikes(counts, 0.0, bin_width)

@@ -102,7 +102,7 @@ def generate_handwriting(
     ``trials_per_session / 31`` trials; at least 6 rounds (186 trials) give each character a valid and a test trial.
 
     Raises:
-      ValueError: ``trials_per_session`` < 186.
+        ValueError: ``trials_per_session`` < 186.
     """
     if trials_per_session < MIN_TRIALS:
         raise ValueError(

@@ -87,7 +87,7 @@ def chain_unit_sets(
     neurons session k did not see; sizes are redrawn until the pool has enough unseen neurons.
 
     Returns:
-      per session, pool indices in a random (session-local) row order.
+        per session, pool indices in a random (session-local) row order.
     """
     if units_per_session[1] > pool_size:
         raise ValueError(f"units_per_session={units_per_session} exceeds pool_size={pool_size}")

@@ -28,7 +28,7 @@ def binned_model_config(
     """``base`` (default ``possm_small``) with binned inputs, the task's chunk length, readouts and latents.
 
     Raises:
-      ValueError: ``num_latents < 1`` or ``depth < 1`` (the tasks need in-chunk self-attention among the latents).
+        ValueError: ``num_latents < 1`` or ``depth < 1`` (the tasks need in-chunk self-attention among the latents).
     """
     if num_latents < 1 or depth < 1:
         raise ValueError(
@@ -84,14 +84,14 @@ def stream_chunk_logits(
     Each chunk gets one query of ``task`` at the end of its bin, so this is what a real-time decoder emits.
 
     Args:
-      streamer: the streaming wrapper of the model.
-      batch: a task batch (``spike_*``, ``chunk_mask``, ``session``).
-      row: which row to stream.
-      model_cfg: the model's config (chunk length, task order).
-      task: the task whose logits to return.
+        streamer: the streaming wrapper of the model.
+        batch: a task batch (``spike_*``, ``chunk_mask``, ``session``).
+        row: which row to stream.
+        model_cfg: the model's config (chunk length, task order).
+        task: the task whose logits to return.
 
     Returns:
-      [c, k] logits, one row per real chunk.
+        [c, k] logits, one row per real chunk.
     """
     real = np.asarray(batch["spike_mask"][row], bool)
     chunk_of = np.asarray(batch["spike_chunk"][row])

@@ -57,16 +57,16 @@ class HandwritingConfig:
     """The handwriting task.
 
     Attributes:
-      bin_width: bin and chunk length in seconds (the only chunk-length setting: model, data and evaluation read it).
-      num_classes: characters (the readout width; labels must lie in ``[0, num_classes)``).
-      before_go: seconds of the window before the go cue.
-      window: window length in seconds (a multiple of ``bin_width``).
-      pool: seconds at the end of the window whose queries read the class (a multiple of ``bin_width``).
-      jitter: training windows shift by a random whole number of bins in ``[-jitter, jitter]`` seconds.
-      num_latents: M latents per chunk.
-      depth: in-chunk self-attention layers over the latents (>= 1).
-      go_column: column of ``intervals["trials"]`` holding the go-cue time.
-      label_column: column of ``intervals["trials"]`` holding the class.
+        bin_width: bin and chunk length in seconds (the only chunk-length setting: model, data and evaluation read it).
+        num_classes: characters (the readout width; labels must lie in ``[0, num_classes)``).
+        before_go: seconds of the window before the go cue.
+        window: window length in seconds (a multiple of ``bin_width``).
+        pool: seconds at the end of the window whose queries read the class (a multiple of ``bin_width``).
+        jitter: training windows shift by a random whole number of bins in ``[-jitter, jitter]`` seconds.
+        num_latents: M latents per chunk.
+        depth: in-chunk self-attention layers over the latents (>= 1).
+        go_column: column of ``intervals["trials"]`` holding the go-cue time.
+        label_column: column of ``intervals["trials"]`` holding the class.
     """
 
     bin_width: float = 0.01
@@ -174,8 +174,8 @@ def evaluate(
     """Accuracy, top-3 accuracy and confusion matrix per session (and over all sessions) on ``split`` trials.
 
     Returns:
-      ``{"accuracy": {session: a}, "top3": {session: a}, "accuracy_mean", "top3_mean", "confusion": {session:
-      [[...]]}, "confusion_all": [[...]], "num_trials": {session: n}}`` (JSON-ready).
+        ``{"accuracy": {session: a}, "top3": {session: a}, "accuracy_mean", "top3_mean", "confusion": {session:
+        [[...]]}, "confusion_all": [[...]], "num_trials": {session: n}}`` (JSON-ready).
     """
     common.check_model(model.config, model_config(cfg, model.config), "handwriting")
     sessions = common.binned_sessions(recordings, vocab_maps)

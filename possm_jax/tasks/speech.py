@@ -56,19 +56,19 @@ class SpeechConfig:
     """The speech task.
 
     Attributes:
-      bin_width: bin and chunk length in seconds (the only chunk-length setting).
-      num_classes: CTC classes including the blank (41: 40 phonemes + blank in the synthetic data; 39 phonemes +
-        silence + blank on the real data).
-      blank_id: the blank's class index (phoneme ids are the other indices).
-      ctc_stride: chunks per CTC frame.
-      chunk_step: sentences are padded to a multiple of this many chunks (one compilation per padded length).
-      num_channels: width of the next-bin count readout (>= every session's channel count).
-      phase: ``"reconstruct"`` (phase 1) or ``"ctc"`` (phase 2).
-      reconstruct_weight: weight of the count loss in phase 2.
-      num_latents: M latents per chunk.
-      depth: in-chunk self-attention layers over the latents (>= 1).
-      phoneme_interval: interval set with one interval per spoken phoneme.
-      phoneme_column: its column of phoneme ids.
+        bin_width: bin and chunk length in seconds (the only chunk-length setting).
+        num_classes: CTC classes including the blank (41: 40 phonemes + blank in the synthetic data; 39 phonemes +
+          silence + blank on the real data).
+        blank_id: the blank's class index (phoneme ids are the other indices).
+        ctc_stride: chunks per CTC frame.
+        chunk_step: sentences are padded to a multiple of this many chunks (one compilation per padded length).
+        num_channels: width of the next-bin count readout (>= every session's channel count).
+        phase: ``"reconstruct"`` (phase 1) or ``"ctc"`` (phase 2).
+        reconstruct_weight: weight of the count loss in phase 2.
+        num_latents: M latents per chunk.
+        depth: in-chunk self-attention layers over the latents (>= 1).
+        phoneme_interval: interval set with one interval per spoken phoneme.
+        phoneme_column: its column of phoneme ids.
     """
 
     bin_width: float = 0.02
@@ -121,7 +121,7 @@ def examples(cfg: SpeechConfig, recordings: Sequence[Recording], split: str) -> 
     """Whole sentences of every ``split`` trial of ``recordings`` with their phoneme sequences.
 
     Raises:
-      ValueError: a phoneme id is outside ``[0, num_classes)`` or equals the blank.
+        ValueError: a phoneme id is outside ``[0, num_classes)`` or equals the blank.
     """
     out = []
     for i, rec in enumerate(recordings):
@@ -186,8 +186,8 @@ def evaluate(
     """Phoneme error rate per session on whole ``split`` sentences.
 
     Returns:
-      ``{"per": {session: per}, "per_mean", "num_sentences": {session: n}, "examples": [{"session", "true",
-      "decoded", "per"}, ...]}`` (JSON-ready; phoneme strings are space-separated ids).
+        ``{"per": {session: per}, "per_mean", "num_sentences": {session: n}, "examples": [{"session", "true",
+        "decoded", "per"}, ...]}`` (JSON-ready; phoneme strings are space-separated ids).
     """
     common.check_model(model.config, model_config(cfg, model.config), "speech")
     sessions = common.binned_sessions(recordings, vocab_maps)
