@@ -7,16 +7,19 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from possm_batches import random_batch
+from test_loop import tiny_config
 
 from possm_jax.backbones.registry import BackboneConfig
 from possm_jax.config import get_preset
 from possm_jax.possm import POSSM
+from possm_jax.train import loop
 from possm_jax.train.loss import multitask_loss
 from possm_jax.train.optim import lamb
 from possm_jax.train.state import create_train_state
 from possm_jax.train.step import make_train_step
 
 STEPS = 15
+R2_STEPS = 6
 
 
 def _batch() -> dict[str, np.ndarray]:
@@ -58,3 +61,25 @@ def test_bfloat16_compute_trains_like_float32_with_float32_master_weights():
     # and matrix products really run in bfloat16 (only in the bfloat16 step).
     bf16_dot = re.compile(r"dot_general.*tensor<[0-9x]*bf16>, tensor<[0-9x]*bf16>")
     assert bf16_dot.search(hlo16) and not bf16_dot.search(hlo32)
+
+
+def _tiny_run(dtype: str, workdir: str) -> dict:
+    """``train_and_evaluate`` of the tiny test config (one block, 4 latents, no dropout) with ``train.dtype``."""
+    config = tiny_config(R2_STEPS)
+    config.model.depth, config.model.num_latents, config.model.ffn_dropout = 1, 4, 0.0
+    config.checkpoint.every = R2_STEPS  # one save, at the end
+    config.train.dtype = dtype
+    return loop.train_and_evaluate(config, workdir)
+
+
+def test_bfloat16_and_float32_training_reach_the_same_validation_r2_on_the_tiny_corpus(tmp_path):
+    # Given the same tiny run (seed, data, steps) trained with float32 and with bfloat16 compute,
+    f32 = _tiny_run("float32", str(tmp_path / "f32"))
+    bf16 = _tiny_run("bfloat16", str(tmp_path / "bf16"))
+    # the bfloat16 run really computed in bfloat16: its last training loss differs from float32's by rounding only,
+    loss32, loss16 = f32["train"]["loss"], bf16["train"]["loss"]
+    assert loss16 != loss32 and abs(loss16 - loss32) < 0.02 * loss32, (loss32, loss16)
+    # and both reach the same validation R² (every session scored, within 0.01).
+    r2_32, r2_16 = f32["valid"]["r2_mean"], bf16["valid"]["r2_mean"]
+    assert np.isfinite(r2_32) and f32["valid"]["num_scored"] == bf16["valid"]["num_scored"]
+    assert abs(r2_16 - r2_32) <= 0.01, (r2_32, r2_16)
