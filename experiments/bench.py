@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -24,7 +25,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -49,6 +50,7 @@ class BenchMode(NamedTuple):
     streaming: tuple  # bench_latency.STREAMING_MODES entry: weight formats, profiled presets, stream counts
     training_batch: int  # training throughput: windows per batch
     training_steps: int  # and timed steps
+    training_dtypes: tuple[str, ...]  # and compute dtypes, each timed (bfloat16: mixed precision)
     data_seconds: float  # data throughput: seconds of window building
     accuracy: bench_accuracy.Budget  # accuracy: which models train for how many steps
 
@@ -60,13 +62,14 @@ MODES = {
         bench_latency.STREAMING_MODES[name],
         batch,
         steps,
+        dtypes,
         data_s,
         bench_accuracy.BUDGETS[name],
     )  # fmt: skip
-    for name, threads, batch, steps, data_s in (
-        ("full", ("1", "all"), 64, 30, 5.0),
-        ("quick", ("1",), 64, 8, 2.0),
-        ("smoke", ("1",), 8, 2, 0.5),  # one latency child: the test checks structure, not thread settings
+    for name, threads, batch, steps, dtypes, data_s in (
+        ("full", ("1", "all"), 64, 30, ("float32", "bfloat16"), 5.0),
+        ("quick", ("1",), 64, 8, ("float32", "bfloat16"), 2.0),
+        ("smoke", ("1",), 8, 2, ("float32",), 0.5),  # one latency child: the test checks structure, not thread settings
     )
 }
 """Bench modes: ``full`` (``make bench``), ``quick`` (``make bench-quick``) and ``smoke`` (the test's)."""
@@ -91,9 +94,39 @@ def machine_info() -> dict:
     }
 
 
-def training_throughput(batch_size: int, steps: int, log: Callable[[str], None]) -> dict:
-    """possm_small train steps on packed batches of one centre-out session: compile time and steady windows/s."""
+def _time_steps(step_fn: Callable, state: Any, batches: list, steps: int) -> tuple[float, list[float]]:
+    """``(compile seconds, per-step seconds)`` of one compiling call and ``steps`` timed calls of ``step_fn``."""
     import jax
+
+    rng = jax.random.key(0)
+    t = time.perf_counter()
+    state, metrics = step_fn(state, batches[0], rng)
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - t
+    times = []
+    for i in range(steps):
+        t = time.perf_counter()
+        state, metrics = step_fn(state, batches[i % len(batches)], rng)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - t)
+    return compile_s, times
+
+
+def training_throughput(
+    batch_size: int, steps: int, log: Callable[[str], None], dtypes: tuple[str, ...] = ("float32",)
+) -> dict:
+    """possm_small train steps on packed batches of one centre-out session: compile time and steady windows/s.
+
+    Args:
+        batch_size: windows per batch.
+        steps: timed steps per dtype (after one compiling step).
+        log: progress printer.
+        dtypes: compute dtypes to time (``bfloat16``: mixed precision, float32 master weights); the first one's
+            numbers are also the result's top-level fields.
+
+    Returns:
+        The first dtype's compile time, step time and windows/s, and every dtype's under ``by_dtype``.
+    """
     import jax.numpy as jnp
     from flax import nnx
 
@@ -113,34 +146,30 @@ def training_throughput(batch_size: int, steps: int, log: Callable[[str], None])
     # Packed as the training loop does, all at the widest packed size (one compilation, as in a run after warm-up).
     width = max(packed_width(b, 1) for b in raw)
     batches = [{k: jnp.asarray(v) for k, v in pack_spikes(b, width=width).items()} for b in raw]
-    model = POSSM(get_preset("possm_small"), u + 1, 2, rngs=nnx.Rngs(0))
-    names = model.config.task_names
-    _, state, step_fn = init_training(model, reference_lamb(batch_size, 1000), lambda p, b: multitask_loss(p, b, names))
-    rng = jax.random.key(0)
-    t = time.perf_counter()
-    state, metrics = step_fn(state, batches[0], rng)
-    jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - t
-    times = []
-    for i in range(steps):
-        t = time.perf_counter()
-        state, metrics = step_fn(state, batches[i % len(batches)], rng)
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - t)
-    result = {
+    by_dtype = {}
+    for dtype in dtypes:
+        model = POSSM(get_preset("possm_small"), u + 1, 2, rngs=nnx.Rngs(0))
+        loss_fn = functools.partial(multitask_loss, task_names=model.config.task_names)
+        tx = reference_lamb(batch_size, 1000)
+        _, state, step_fn = init_training(model, tx, loss_fn, compute_dtype=jnp.dtype(dtype))
+        compile_s, times = _time_steps(step_fn, state, batches, steps)
+        by_dtype[dtype] = {
+            "compile_s": compile_s,
+            "step_ms_median": float(np.median(times) * 1e3),
+            "windows_per_s": float(batch_size / np.median(times)),
+        }
+        rate = by_dtype[dtype]["windows_per_s"]
+        log(f"  training possm_small batch {batch_size} {dtype}: {rate:.0f} windows/s, compile {compile_s:.1f} s")
+    return {
         "preset": "possm_small",
         "batch_size": batch_size,
         "steps": steps,
-        "compile_s": compile_s,
+        **by_dtype[dtypes[0]],
+        "by_dtype": by_dtype,
         "spikes_padded_per_window": int(raw[0]["spike_mask"].shape[1]),
         "spikes_packed_per_window": float(np.mean([b["spike_mask"].shape[1] for b in batches])),
         "spikes_real_per_window": float(np.mean([b["spike_mask"].sum() / batch_size for b in raw])),
-        "step_ms_median": float(np.median(times) * 1e3),
-        "windows_per_s": float(batch_size / np.median(times)),
     }
-    rate = result["windows_per_s"]
-    log(f"  training possm_small batch {batch_size}: {rate:.0f} windows/s, compile {compile_s:.1f} s")
-    return result
 
 
 def data_throughput(seconds: float, log: Callable[[str], None]) -> dict:
@@ -215,10 +244,13 @@ def write_readme(results: dict, path: str) -> None:
                 f"{o['windows_per_s']:.0f} windows/s |"
             )
     t = results["training"]
+    for dtype, d in t["by_dtype"].items():
+        lines += [
+            f"| training {t['preset']} batch {t['batch_size']}, {dtype} | {d['windows_per_s']:.0f} windows/s "
+            f"({d['step_ms_median']:.0f} ms/step) |",
+            f"| training compile time, {dtype} | {d['compile_s']:.1f} s |",
+        ]
     lines += [
-        f"| training {t['preset']} batch {t['batch_size']} | {t['windows_per_s']:.0f} windows/s "
-        f"({t['step_ms_median']:.0f} ms/step) |",
-        f"| training compile time | {t['compile_s']:.1f} s |",
         f"| data pipeline (slice + tokenize + batch, 1 process) | "
         f"{results['data']['windows_per_second']:.0f} windows/s |",
         f"| peak memory (this process / children) | {results['peak_memory_mb']['self']:.0f} MB / "
@@ -325,7 +357,7 @@ def run(out: str, mode: str, log: Callable[[str], None] = print) -> dict:
     settings = MODES[mode]
     results["training"] = timed(
         "training throughput",
-        lambda: training_throughput(settings.training_batch, settings.training_steps, log),
+        lambda: training_throughput(settings.training_batch, settings.training_steps, log, settings.training_dtypes),
     )
     results["data"] = timed("data throughput", lambda: data_throughput(settings.data_seconds, log))
     results["accuracy"] = timed("accuracy", lambda: bench_accuracy.run(mode, log))
