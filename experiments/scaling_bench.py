@@ -1,15 +1,17 @@
 r"""CPU-simulated data-parallel scaling and per-device memory of the train step (numbers for ``docs/scaling.md``).
 
-    python -m experiments.scaling_bench --devices=1,2,4,8 --per_device_batch=4 --steps=6
+    python -m experiments.scaling_bench --devices=1,2,4,8 --per_device_batch=4 --steps=6 --out=docs/scaling_cpu.png
     python -m experiments.scaling_bench --memory --per_device_batch=16
 
 Throughput: windows/s per device of the jitted train step on the tiny synthetic corpus, the global batch growing
 with the device count (weak scaling), compile excluded. Simulated CPU devices share the machine's cores, so this
-measures the overhead of the sharded program, not a speed-up. Memory: XLA's compiled memory analysis of one
-device's step (arguments = state + batch, temporaries = activations and gradients) for every model preset.
+measures the overhead of the sharded program, not a speed-up; the table is printed and plotted to ``--out``.
+Memory: XLA's compiled memory analysis of one device's step (arguments = state + batch, temporaries = activations and
+gradients) for every model preset.
 """
 
 import functools
+import os
 import time
 from collections.abc import Sequence
 
@@ -31,6 +33,7 @@ _DEVICES = flags.DEFINE_list("devices", ["1", "2", "4", "8"], "Simulated device 
 _PER_DEVICE = flags.DEFINE_integer("per_device_batch", 4, "Windows per device per step.")
 _STEPS = flags.DEFINE_integer("steps", 6, "Timed steps per device count (after one compiling step).")
 _PRESET = flags.DEFINE_string("preset", "possm_small", "Model preset for the throughput table.")
+_OUT = flags.DEFINE_string("out", "runs/scaling/scaling_cpu.png", "PNG of the throughput figure.")
 _MEMORY = flags.DEFINE_bool("memory", False, "Print per-device memory of every preset instead of throughput.")
 
 
@@ -68,6 +71,32 @@ def memory(preset: str, per_device: int) -> tuple[float, float]:
     return stats.argument_size_in_bytes / 2**20, stats.temp_size_in_bytes / 2**20
 
 
+def write_figure(rates: dict[int, float], per_device: int, preset: str, path: str) -> None:
+    """Plots windows/s per device (``rates``) and in all against the simulated device count to the PNG ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    devices = sorted(rates)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(devices, [rates[n] for n in devices], "o-", label="per device")
+    # The machine's total: flat when the sharded program adds no overhead on the shared cores.
+    ax.plot(devices, [rates[n] * n for n in devices], "s--", color="gray", label="all devices")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(devices, [str(n) for n in devices])
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("simulated CPU devices (1 process)")
+    ax.set_ylabel("training windows/s")
+    ax.set_title(f"CPU-simulated data parallelism: {preset}, {per_device} windows/device", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: Sequence[str]) -> None:
     del argv
     devices = [int(d) for d in _DEVICES.value]
@@ -79,9 +108,12 @@ def main(argv: Sequence[str]) -> None:
             print(f"| {preset} | {args:.1f} | {temp:.1f} |")
         return
     print("| devices | global batch | windows/s per device |")
+    rates = {}
     for n in devices:
-        rate = throughput(_PRESET.value, n, _PER_DEVICE.value, _STEPS.value)
-        print(f"| {n} | {n * _PER_DEVICE.value} | {rate:.1f} |")
+        rates[n] = throughput(_PRESET.value, n, _PER_DEVICE.value, _STEPS.value)
+        print(f"| {n} | {n * _PER_DEVICE.value} | {rates[n]:.1f} |", flush=True)
+    write_figure(rates, _PER_DEVICE.value, _PRESET.value, _OUT.value)
+    print(f"wrote {_OUT.value}")
 
 
 if __name__ == "__main__":
