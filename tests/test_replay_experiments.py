@@ -38,9 +38,9 @@ def test_dynamics_smoke(tmp_path):
     assert (tmp_path / "occupancy_tmaze.png").stat().st_size > 0
 
 
-def test_unknown_preset_and_condition_raise():
+def test_unknown_preset_and_condition_raise(tmp_path):
     with pytest.raises(ValueError, match="preset"):
         reactivation_config.get_config("huge")
     config = _shrink(dynamics_config.get_config("quick"), "nope")
     with pytest.raises(ValueError, match="config.only"):
-        replay_dynamics.train_and_evaluate(config, "/tmp/unused")
+        replay_dynamics.train_and_evaluate(config, str(tmp_path))
