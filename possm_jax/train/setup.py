@@ -236,6 +236,6 @@ def _pretrained_model(
         (units, sessions),
         config.train.seed,
         config.transfer.mode,
-        config.transfer.get("lora_rank", 0),
+        config.transfer.lora_rank,
     )
     return pretrained.config, units, sessions, model, mask
