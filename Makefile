@@ -45,7 +45,7 @@ bench-quick: $(STAMP)
 calibrate: $(STAMP)
 	$(PY) -m experiments.calibrate --preset=demo
 	$(PY) -m experiments.calibrate --preset=handwriting --gru_steps=1500
-	$(PY) -m experiments.calibrate --preset=speech --gru_steps=600
+	$(PY) -m experiments.calibrate --preset=speech --gru_steps=1000
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from experiments import bench_accuracy, bench_latency
+from experiments import bench_accuracy, bench_human, bench_latency
 
 ACCURACY_TO_LATENCY = {
     "possm_small": "possm_small",
@@ -266,6 +266,8 @@ def write_readme(results: dict, path: str) -> None:
     for name, s in results["accuracy"]["summary"].items():
         lat = results["accuracy_latency"].get(name, float("nan"))
         lines.append(f"| {name} | {s['r2_mean']:.3f} | {s['r2_sd']:.3f} | {lat:.3f} |")
+    speech_latency = results["latency"].get("1", {}).get("streaming", {}).get("speech")
+    lines += ["", *bench_human.readme_lines(results["human_bci"], speech_latency)]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -361,6 +363,7 @@ def run(out: str, mode: str, log: Callable[[str], None] = print) -> dict:
     )
     results["data"] = timed("data throughput", lambda: data_throughput(settings.data_seconds, log))
     results["accuracy"] = timed("accuracy", lambda: bench_accuracy.run(mode, log))
+    results["human_bci"] = timed("human-BCI tasks", lambda: bench_human.run(mode, log))
     results["accuracy_latency"] = {
         name: _median_ms(results["latency"], row) for name, row in ACCURACY_TO_LATENCY.items()
     }

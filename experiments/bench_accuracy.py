@@ -166,12 +166,23 @@ def train_binned_on(
     batch_size: int,
     seed: int = 0,
     loss_fn: LossFn | None = None,
+    lr_scale: float = 1.0,
 ) -> tuple[BinnedRNN, dict]:
     """A binned baseline (``kind``, a key of :data:`BINNED_MODELS`) with readouts ``tasks`` (name -> width) trained
-    on ``batches`` for ``steps`` updates with ``loss_fn`` (:func:`fit`'s default: MSE); returns model and info."""
+    on ``batches`` for ``steps`` updates with ``loss_fn`` (:func:`fit`'s default: MSE) and the peak learning rate
+    times ``lr_scale``; returns model and info."""
     backbone = get_preset(BINNED_MODELS[kind]).backbone
     model = BinnedRNN(num_units, backbone, tasks, rngs=nnx.Rngs(seed))
-    info = fit(model, batches, steps, task_names=tuple(tasks), batch_size=batch_size, seed=seed, loss_fn=loss_fn)
+    info = fit(
+        model,
+        batches,
+        steps,
+        task_names=tuple(tasks),
+        batch_size=batch_size,
+        seed=seed,
+        loss_fn=loss_fn,
+        lr_scale=lr_scale,
+    )
     return model, info
 
 

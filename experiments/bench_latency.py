@@ -285,7 +285,8 @@ def measure(mode: str, log: Callable[[str], None] = print) -> dict:
 
 
 def measure_streaming(mode: str, steps: int, log: Callable[[str], None] = print, rate: float = 20) -> dict:
-    """Streamer vs inner step per weight format, kernel count and part breakdown, many streams (20 Hz)."""
+    """Streamer vs inner step per weight format, kernel count and part breakdown, many streams (20 Hz), and the
+    speech decoder's step (:func:`experiments.bench_streamer.speech_row`)."""
     from experiments import bench_streamer
 
     formats, profiled, stream_counts = STREAMING_MODES[mode]
@@ -303,7 +304,9 @@ def measure_streaming(mode: str, steps: int, log: Callable[[str], None] = print,
     for b in stream_counts:
         multi.append(row := bench_streamer.multi_stream_row("possm_small", rate, b, max(steps // 4, 10), time_calls))
         log(f"  possm_small x{b:<4} {row['per_stream_us']:8.1f} us/stream  {row['streams_per_core']:7.0f} streams/core")
-    return {"calls": calls, "profile": profiles, "multi_stream": multi}
+    speech = bench_streamer.speech_row(steps, time_calls)
+    log(f"  {speech['model']:<28} median {speech['median_us']:9.1f} us  (256 channels, 20 ms chunks)")
+    return {"calls": calls, "profile": profiles, "multi_stream": multi, "speech": speech}
 
 
 def run_subprocess(mode: str, threads: str, out: str, log: Callable[[str], None] = print) -> dict:

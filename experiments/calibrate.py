@@ -57,6 +57,7 @@ BCI_PRESETS = ("handwriting", "speech")
 HANDWRITING_MERGE = 5  # binned models read 50 ms counts (5 bins of the 10 ms cube), as the reaching ones do
 HANDWRITING_SCORED_BINS = 10  # cross-entropy on the last 0.5 s of the cropped cube
 SPEECH_BIN_WIDTH = 0.04
+SPEECH_LR_SCALE = 8.0  # CTC at the reaching peak LR stays on the all-blank plateau for > 1500 steps
 BCI_TARGETS = {
     "accuracy_test": "(target 0.75–0.85; paper PCA-KNN ≈ 0.81)",
     "accuracy_test_gru": "(target 0.90–0.95; paper GRU 0.936)",
@@ -186,7 +187,9 @@ def speech_row(rec: Recording, binned: dict[str, int], batch_size: int = 32, see
     for kind, steps in binned.items():
         batches = sentence_batches(train, batch_size, seed)
         tasks = {PHONEME_TASK: speech.NUM_PHONEMES + 1}
-        model, _ = train_binned_on(kind, batches, len(rec.unit_ids), tasks, steps, batch_size, seed, phoneme_ctc_loss)
+        model, _ = train_binned_on(
+            kind, batches, len(rec.unit_ids), tasks, steps, batch_size, seed, phoneme_ctc_loss, SPEECH_LR_SCALE
+        )
         row[f"per_test_{kind}"] = sentence_per(model, test)
     return row
 

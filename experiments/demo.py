@@ -20,7 +20,7 @@ from typing import Any
 
 from absl import app, flags
 
-from data_pipeline.synth.__main__ import write_corpus
+from data_pipeline.synth.writer import write_corpus
 from experiments.configs import finetune as finetune_config
 from experiments.configs import pretrain as pretrain_config
 from experiments.launch import quiet_logging, run_or_exit

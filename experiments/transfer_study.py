@@ -22,7 +22,7 @@ from typing import Any
 import ml_collections
 from flax import nnx
 
-from data_pipeline.synth.__main__ import write_corpus
+from data_pipeline.synth.writer import write_corpus
 from experiments import transfer_report
 from experiments.configs import pretrain as pretrain_config
 from possm_jax.possm import POSSM

@@ -25,8 +25,16 @@ def test_bench_smoke_writes_results(tmp_path):
     summary = results["accuracy"]["summary"]
     assert {"possm_small", "poyo_d64", "binned_gru", "wiener"} <= set(summary)
     assert all(math.isfinite(s["r2_mean"]) for s in summary.values())
+    speech = results["latency"]["1"]["streaming"]["speech"]
+    assert speech["channels"] == 256 and speech["chunk_ms"] == 20 and speech["median_us"] > 0
+    human = results["human_bci"]
+    assert set(human["handwriting"]) == {"pca_knn", "binned_gru", "possm_small"}
+    assert set(human["speech"]) == {"binned_gru", "possm_small"}
+    for task, low, high in (("handwriting", 0.0, 1.0), ("speech", 0.0, math.inf)):  # accuracy; PER may exceed 1
+        for scores in human[task].values():
+            assert low <= scores["mean"] <= high and len(scores["per_session"]) == 1, (task, scores)
     readme = (tmp_path / "README.md").read_text()
-    for heading in ("Streaming latency", "Throughput", "Accuracy"):
+    for heading in ("Streaming latency", "Throughput", "Accuracy", "Human-BCI tasks", "Speech decoder streaming"):
         assert heading in readme
     assert (tmp_path / "accuracy_latency.png").stat().st_size > 0
     assert (tmp_path / "latency.png").stat().st_size > 0

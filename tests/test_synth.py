@@ -191,3 +191,35 @@ def test_speech_ctc_targets():
 def test_handwriting_needs_six_trials_per_character():
     with pytest.raises(ValueError, match="trials_per_session=100: need at least 186"):
         next(handwriting.generate_handwriting(trials_per_session=100))
+
+
+def test_handwriting_families_share_length_and_strokes():
+    def templates(distinct: float) -> list[np.ndarray]:
+        return handwriting.stroke_templates(np.random.default_rng(0), family_size=3, distinct=distinct)
+
+    alike, unrelated = templates(0.0), templates(1.0)
+    for first in range(0, 30, 3):
+        family = range(first, min(first + 3, 31))
+        assert len({len(alike[c]) for c in family}) == 1  # one length per family
+        for c in family:
+            np.testing.assert_allclose(alike[c], alike[first])  # distinct = 0: the shared strokes only
+            if c != first:  # distinct = 1: the own strokes only, unrelated to the sibling's
+                corr = np.corrcoef(unrelated[c].ravel(), unrelated[first].ravel())[0, 1]
+                assert abs(corr) < 0.9
+
+
+def test_handwriting_slips_write_a_family_sibling():
+    # No warp and no stretch: a trial's pen velocity is exactly the template of the character written.
+    config = handwriting.HandwritingConfig(stretch=(1.0, 1.0), warp=0.0, slip=1.0, family_size=3, distinct=1.0)
+    _, rec = next(handwriting.generate_handwriting(seed=0, num_sessions=1, trials_per_session=186, config=config))
+    templates = handwriting.stroke_templates(
+        np.random.default_rng([0, 1000, 0]), config.bump_width, config.family_size, config.distinct
+    )
+    trials, vel = rec.intervals["trials"], rec.behaviour["pen"].values["vel"]
+    for label, go in zip(trials.columns["label"], trials.columns["go_cue_time"], strict=True):
+        start = int(round(go / handwriting.BIN_WIDTH))
+        family = range(label - label % 3, label - label % 3 + 3) if label < 30 else range(31)  # 30: family of one
+        written = [c for c in family if np.allclose(vel[start : start + len(templates[c])], templates[c], atol=1e-4)]
+        assert (
+            written and label not in written
+        )  # every trial slipped to another member of its family (any other character for the one-member family)

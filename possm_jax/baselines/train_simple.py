@@ -34,6 +34,7 @@ def fit(
     seed: int = 0,
     log: Callable[[str], None] | None = None,
     loss_fn: LossFn | None = None,
+    lr_scale: float = 1.0,
 ) -> dict[str, list[float] | float]:
     """Trains ``model`` in place for ``steps`` updates of LAMB with the reference schedules.
 
@@ -47,6 +48,7 @@ def fit(
         log: optional progress printer (called about 5 times).
         loss_fn: ``(preds, batch) -> (loss, metrics)``; default :func:`multitask_loss` (MSE) over ``task_names``
           (classification: ``multitask_loss`` with ``kinds``; CTC: a wrapper of :func:`~possm_jax.train.loss.ctc_loss`).
+        lr_scale: multiplies the peak learning rate (CTC needs a larger one to leave the all-blank plateau).
 
     Returns:
         ``{"loss": per-step losses, "compile_s": first step incl. compilation, "seconds": total wall time}``.
@@ -54,7 +56,7 @@ def fit(
     if steps < 1:
         raise ValueError(f"steps: need at least 1 training step, got {steps}")
     loss_fn = loss_fn or functools.partial(multitask_loss, task_names=tuple(task_names))
-    _, state, step_fn = init_training(model, reference_lamb(batch_size, steps), loss_fn)
+    _, state, step_fn = init_training(model, reference_lamb(batch_size, steps, lr_scale=lr_scale), loss_fn)
     rng = jax.random.key(seed)
     losses: list[float] = []
     start = time.perf_counter()
