@@ -29,7 +29,7 @@ METRIC = {"handwriting": "accuracy", "speech": "per"}
 class HumanBudget(NamedTuple):
     """Training budget of one bench mode."""
 
-    possm_steps: dict[str, int]  # task -> POSSM training steps
+    possm_steps: dict[str, int]  # task -> POSSM training steps (0: no POSSM row)
     binned_steps: dict[str, int]  # task -> steps of each binned model
     binned: tuple[str, ...]  # binned model kinds
     trials: dict[str, int]  # task -> trials per synthetic session (0: the generator's default)
@@ -39,25 +39,25 @@ class HumanBudget(NamedTuple):
 BUDGETS = {
     "full": HumanBudget(
         {"handwriting": 2000, "speech": 2000},
-        {"handwriting": 1500, "speech": 1500},
+        {"handwriting": 1500, "speech": 1000},
         ("gru", "s4d", "mamba"),
         {"handwriting": 0, "speech": 0},
         0,
-    ),  # fmt: skip
+    ),
     "quick": HumanBudget(
-        {"handwriting": 30, "speech": 30},
-        {"handwriting": 100, "speech": 100},
+        {"handwriting": 10, "speech": 10},
+        {"handwriting": 50, "speech": 50},
         ("gru",),
         {"handwriting": 186, "speech": 40},
         1,
-    ),  # fmt: skip
+    ),
     "smoke": HumanBudget(
-        {"handwriting": 2, "speech": 3},
+        {"handwriting": 2, "speech": 0},  # the speech launcher path has its own test (tests/test_task_launch.py)
         {"handwriting": 2, "speech": 2},
         ("gru",),
         {"handwriting": 186, "speech": 12},
         1,
-    ),  # fmt: skip
+    ),
 }
 """``full`` (``make bench``): the launchers' default steps and the calibration's binned budget; ``quick`` and
 ``smoke``: a sanity check of every path on one small session (their scores are not meaningful)."""
@@ -116,9 +116,10 @@ def run(mode: str, log: Callable[[str], None] = print, workdir: str | None = Non
     with tempfile.TemporaryDirectory() as tmp:
         for task in TASKS:
             scores = baseline_scores(task, budget)
-            data = synthetic_corpus(task, budget, os.path.join(tmp, f"data_{task}"))
-            path = os.path.join(workdir or tmp, f"possm_{task}")
-            scores["possm_small"] = possm_scores(task, budget.possm_steps[task], data, path)
+            if budget.possm_steps[task]:
+                data = synthetic_corpus(task, budget, os.path.join(tmp, f"data_{task}"))
+                path = os.path.join(workdir or tmp, f"possm_{task}")
+                scores["possm_small"] = possm_scores(task, budget.possm_steps[task], data, path)
             for name, s in scores.items():
                 log(f"  {task:<12} {name:<14} {METRIC[task]} {s['mean']:.3f}")
             out[task] = scores
