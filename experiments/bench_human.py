@@ -63,17 +63,6 @@ BUDGETS = {
 ``smoke``: a sanity check of every path on one small session (their scores are not meaningful)."""
 
 
-def synthetic_corpus(task: str, budget: HumanBudget, out: str, seed: int = 0) -> str:
-    """Writes the budget's synthetic ``task`` sessions to ``out`` (the corpus every model of the table reads)."""
-    from data_pipeline.synth.writer import OTHER_PRESETS, write_sessions
-
-    count, make = OTHER_PRESETS[task]
-    kwargs = {"trials_per_session": budget.trials[task]} if budget.trials[task] else {}
-    kwargs |= {"num_sessions": budget.sessions} if budget.sessions else {}
-    write_sessions(make(seed, **kwargs), out, {"preset": task, "seed": seed}, budget.sessions or count)
-    return out
-
-
 def possm_scores(task: str, steps: int, data_dir: str, workdir: str) -> dict[str, Any]:
     """Trains POSSM on the sessions in ``data_dir`` with the ``task`` launcher's config; test scores per session."""
     import importlib
@@ -91,12 +80,13 @@ def possm_scores(task: str, steps: int, data_dir: str, workdir: str) -> dict[str
     return {"per_session": scores, "mean": float(np.mean(list(scores.values()))), "train_s": results["wall_seconds"]}
 
 
-def baseline_scores(task: str, budget: HumanBudget, seed: int = 0) -> dict[str, Any]:
-    """PCA-KNN (handwriting) and the binned models per session, as ``experiments.calibrate`` trains them."""
+def baseline_scores(task: str, budget: HumanBudget, generated: list, seed: int = 0) -> dict[str, Any]:
+    """PCA-KNN (handwriting) and the binned models per session of ``generated``, as ``experiments.calibrate``
+    trains them."""
     from experiments.calibrate import calibrate_bci
 
     binned = {kind: budget.binned_steps[task] for kind in budget.binned}
-    rows = calibrate_bci(task, seed, binned, budget.trials[task], budget.sessions)
+    rows = calibrate_bci(task, seed, binned, generated=generated)
     prefix = "accuracy_test" if task == "handwriting" else "per_test"
     names = {"pca_knn": "accuracy_test"} if task == "handwriting" else {}
     names |= {f"binned_{kind}": f"{prefix}_{kind}" for kind in budget.binned}
@@ -109,15 +99,22 @@ def baseline_scores(task: str, budget: HumanBudget, seed: int = 0) -> dict[str, 
     }
 
 
-def run(mode: str, log: Callable[[str], None] = print, workdir: str | None = None) -> dict[str, Any]:
-    """Every model's test score on both tasks at ``mode``'s budget: ``{task: {model: {"per_session", "mean"}}}``."""
+def run(mode: str, log: Callable[[str], None] = print, workdir: str | None = None, seed: int = 0) -> dict[str, Any]:
+    """Every model's test score on both tasks at ``mode``'s budget: ``{task: {model: {"per_session", "mean"}}}``.
+
+    Each task's synthetic sessions are generated once; POSSM reads them from a directory they are written to."""
+    from data_pipeline.synth.writer import write_sessions
+    from experiments.calibrate import bci_sessions
+
     budget = BUDGETS[mode]
     out: dict[str, Any] = {"budget": budget._asdict()}
     with tempfile.TemporaryDirectory() as tmp:
         for task in TASKS:
-            scores = baseline_scores(task, budget)
+            generated = bci_sessions(task, seed, budget.trials[task], budget.sessions)
+            scores = baseline_scores(task, budget, generated, seed)
             if budget.possm_steps[task]:
-                data = synthetic_corpus(task, budget, os.path.join(tmp, f"data_{task}"))
+                data = os.path.join(tmp, f"data_{task}")
+                write_sessions(iter(generated), data, {"preset": task, "seed": seed}, len(generated))
                 path = os.path.join(workdir or tmp, f"possm_{task}")
                 scores["possm_small"] = possm_scores(task, budget.possm_steps[task], data, path)
             for name, s in scores.items():

@@ -142,29 +142,24 @@ def multi_stream_row(preset: str, rate: float, streams: int, steps: int, time_ca
     }
 
 
-SPEECH_CHANNELS = 256
-SPEECH_RATE_HZ = 10.0  # median threshold-crossing rate of the synthetic speech channels
-
-
 def speech_chunks(count: int = 8, seed: int = 0) -> list[tuple[dict, dict]]:
-    """``count`` host chunks of the speech task: one binned token per channel with threshold crossings in a 20 ms
-    bin (256 channels at 10 Hz: about 46 tokens, value sqrt(count), time the bin centre) and one phoneme query at
-    the bin's end."""
+    """``count`` host chunks of the speech task: Poisson counts of the synthetic speech array's channels (256 at
+    their 10 Hz median rate) in one 20 ms bin, as binned tokens (:func:`data_pipeline.binned_tokens.tokens`: about
+    46 per chunk), and one phoneme query at the bin's end."""
     from data_pipeline import binned_tokens as bt
+    from data_pipeline.synth import speech as synth_speech
     from possm_jax.tasks import speech
 
-    bin_width = speech.SpeechConfig().bin_width
+    channels, bin_width = synth_speech.CONFIG.channels, speech.SpeechConfig().bin_width
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(count):
-        counts = rng.poisson(SPEECH_RATE_HZ * bin_width, SPEECH_CHANNELS)
+        counts = rng.poisson(channels.median_rate * bin_width, channels.num_channels)
         fired = np.flatnonzero(counts)
-        chunk = {
-            "spike_unit": (fired + 1)[None].astype(np.int32),
-            "spike_time": np.full((1, len(fired)), bin_width / 2, np.float32),
-            "spike_value": np.sqrt(counts[fired])[None].astype(np.float32),
-            "spike_mask": np.ones((1, len(fired)), bool),
-        }
+        tokens = bt.tokens(
+            np.zeros(len(fired)), fired, counts[fired], np.arange(1, channels.num_channels + 1), bin_width
+        )
+        chunk = {k: tokens[k][None] for k in ("spike_unit", "spike_time", "spike_value", "spike_mask")}
         queries = {
             "session": np.array([1], np.int32),
             "query_time": np.full((1, 1), bt.query_offset(bin_width), np.float32),
@@ -179,14 +174,16 @@ def speech_row(steps: int, time_calls: Callable) -> dict:
     through the public :class:`Streamer` call: the real-time cost per 20 ms of attempted speech."""
     from flax import nnx
 
+    from data_pipeline.synth import speech as synth_speech
     from possm_jax.possm import POSSM
     from possm_jax.streaming import Streamer
     from possm_jax.tasks import speech
 
-    cfg = speech.SpeechConfig(num_channels=SPEECH_CHANNELS)
-    model = POSSM(speech.model_config(cfg), SPEECH_CHANNELS + 1, 2, rngs=nnx.Rngs(0))
+    channels = synth_speech.CONFIG.channels.num_channels
+    cfg = speech.SpeechConfig(num_channels=channels)
+    model = POSSM(speech.model_config(cfg), channels + 1, 2, rngs=nnx.Rngs(0))
     streamer = Streamer(model)
     chunks = speech_chunks()
     state = streamer.init(1)  # time_calls' warm-up calls compile the buckets these chunks use
     timing = time_calls(lambda i: streamer(state, *chunks[i % len(chunks)]), steps)
-    return {"model": "possm_small_speech", "channels": SPEECH_CHANNELS, "chunk_ms": cfg.bin_width * 1e3, **timing}
+    return {"model": "possm_small_speech", "channels": channels, "chunk_ms": cfg.bin_width * 1e3, **timing}

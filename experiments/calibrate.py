@@ -32,7 +32,7 @@ from absl import app, flags
 
 from data_pipeline import binning
 from data_pipeline.recording import Recording
-from data_pipeline.synth import generate, get_preset, handwriting, speech
+from data_pipeline.synth import SessionSpec, generate, get_preset, handwriting, speech
 from data_pipeline.tokenize import TokenizerConfig
 from experiments.bench_accuracy import eval_binned, train_binned, train_binned_on
 from possm_jax.baselines import fit_wiener, r2_score
@@ -194,8 +194,28 @@ def speech_row(rec: Recording, binned: dict[str, int], batch_size: int = 32, see
     return row
 
 
+def bci_sessions(preset: str, seed: int = 0, trials: int = 0, sessions: int = 0) -> list[tuple[SessionSpec, Recording]]:
+    """The ``(spec, recording)`` sessions of the ``handwriting`` / ``speech`` synthetic preset, generated in memory.
+
+    Args:
+        preset: ``handwriting`` or ``speech``.
+        seed: corpus seed.
+        trials: trials per session (0: the generator's default; small values make quick checks).
+        sessions: number of sessions (0: the generator's default).
+    """
+    make = {"handwriting": handwriting.generate_handwriting, "speech": speech.generate_speech}[preset]
+    kwargs = {"trials_per_session": trials} if trials else {}
+    kwargs |= {"num_sessions": sessions} if sessions else {}
+    return list(make(seed, **kwargs))
+
+
 def calibrate_bci(
-    preset: str, seed: int = 0, binned: dict[str, int] | None = None, trials: int = 0, sessions: int = 0
+    preset: str,
+    seed: int = 0,
+    binned: dict[str, int] | None = None,
+    trials: int = 0,
+    sessions: int = 0,
+    generated: list[tuple[SessionSpec, Recording]] | None = None,
 ) -> list[dict]:
     """:func:`handwriting_row` or :func:`speech_row` for every session of the ``handwriting`` / ``speech`` preset.
 
@@ -203,16 +223,12 @@ def calibrate_bci(
         preset: ``handwriting`` or ``speech``.
         seed: corpus seed.
         binned: binned model kind (gru, s4d, mamba) -> training steps; empty: PCA-KNN only (handwriting).
-        trials: trials per session (0: the generator's default; small values make quick checks).
-        sessions: number of sessions (0: the generator's default).
+        trials, sessions: see :func:`bci_sessions`.
+        generated: the sessions, already generated with these settings (default: :func:`bci_sessions`).
     """
-    make, row = {
-        "handwriting": (handwriting.generate_handwriting, handwriting_row),
-        "speech": (speech.generate_speech, speech_row),
-    }[preset]
-    kwargs = {"trials_per_session": trials} if trials else {}
-    kwargs |= {"num_sessions": sessions} if sessions else {}
-    return [row(rec, binned or {}, seed=seed) for _, rec in make(seed, **kwargs)]
+    row = {"handwriting": handwriting_row, "speech": speech_row}[preset]
+    generated = bci_sessions(preset, seed, trials, sessions) if generated is None else generated
+    return [row(rec, binned or {}, seed=seed) for _, rec in generated]
 
 
 def format_bci_table(preset: str, rows: list[dict]) -> str:
