@@ -220,6 +220,5 @@ def test_handwriting_slips_write_a_family_sibling():
         start = int(round(go / handwriting.BIN_WIDTH))
         family = range(label - label % 3, label - label % 3 + 3) if label < 30 else range(31)  # 30: family of one
         written = [c for c in family if np.allclose(vel[start : start + len(templates[c])], templates[c], atol=1e-4)]
-        assert (
-            written and label not in written
-        )  # every trial slipped to another member of its family (any other character for the one-member family)
+        # Every trial slipped to another member of its family (any other character for the one-member family).
+        assert written and label not in written
