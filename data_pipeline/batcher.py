@@ -34,7 +34,7 @@ class PreparedSession:
         spike_row: [n] int32 session-local unit row per spike (for unit dropout).
         spike_unit: [n] int32 global unit index per spike.
         num_units: the session's unit count.
-        queries: its :class:`QueryTable`.
+        queries: its :class:`QueryTable`, thinned to ``cfg.query_rate`` (:meth:`QueryTable.thinned`).
         train: the intervals training windows are drawn from.
     """
 
@@ -82,7 +82,7 @@ class PreparedSession:
             spike_row=rows,
             spike_unit=unit_index[rows],
             num_units=num_units,
-            queries=QueryTable.from_recording(recording, cfg),
+            queries=QueryTable.from_recording(recording, cfg).thinned(cfg.query_rate),
             train=recording.splits[split],
         )
 

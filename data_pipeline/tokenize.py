@@ -48,6 +48,10 @@ class TokenizerConfig:
         default_weight: weight of a query before interval weights multiply in.
         spike_buckets, query_buckets: padding ladders for ``s`` and ``q``.
         chunk_buckets: padding ladder for ``c``; None means ``window_chunks * 2**k``.
+        query_rate: training only: at most this many queries per second. A behaviour sampled faster is thinned to
+          every k-th sample, ``k = ceil(sampling rate / query_rate)`` (:meth:`QueryTable.thinned`), so a 1 kHz hand
+          signal trains on 100 queries per second at ``query_rate = 100``. 0: every sample. Evaluation always
+          scores every behaviour sample.
     """
 
     bin_width: float = 0.05
@@ -60,8 +64,11 @@ class TokenizerConfig:
     spike_buckets: tuple[int, ...] = buckets.SPIKE_BUCKETS
     query_buckets: tuple[int, ...] = buckets.QUERY_BUCKETS
     chunk_buckets: tuple[int, ...] | None = None
+    query_rate: float = 0.0
 
     def __post_init__(self):
+        if not self.query_rate >= 0:
+            raise ValueError(f"query_rate: must be >= 0 queries per second (0: every sample), got {self.query_rate}")
         if not self.bin_width > 0:
             raise ValueError(f"bin_width: must be positive, got {self.bin_width}")
         ratio = self.window / self.bin_width
@@ -161,6 +168,19 @@ class QueryTable:
         weight[missing] = 0.0
         target[missing] = 0.0
         return cls(times, target.astype(np.float32), weight)
+
+    def thinned(self, query_rate: float) -> QueryTable:
+        """Every k-th sample, ``k = ceil(sampling rate / query_rate)``, so at most ``query_rate`` queries per second
+        remain; ``query_rate = 0`` or a table sampled no faster returns ``self``.
+
+        The sampling rate is the inverse of the median interval between timestamps.
+        """
+        if query_rate <= 0 or len(self.times) < 2:
+            return self
+        step = int(np.ceil(1.0 / (float(np.median(np.diff(self.times))) * query_rate) - 1e-6))
+        if step <= 1:
+            return self
+        return QueryTable(self.times[::step], self.target[::step], self.weight[::step])
 
 
 def chunk_and_offset(rel: np.ndarray, bin_width: float, num_chunks: int) -> tuple[np.ndarray, np.ndarray]:

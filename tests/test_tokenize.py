@@ -222,3 +222,37 @@ def test_bad_inputs_raise_clear_errors():
     unsorted.spike_times[[10, 11]] = unsorted.spike_times[[11, 10]] + [0.0, 1e-3]
     with pytest.raises(ValueError, match="sorted"):
         PreparedSession.from_recording(unsorted, *vocab_map(unsorted, 1, 1), cfg)
+
+
+@pytest.mark.parametrize(("behaviour_rate", "step"), [(1000.0, 10), (150.0, 2), (100.0, 1)])
+def test_query_rate_thins_fast_behaviour_for_training_only(behaviour_rate, step):
+    rec = make_recording(seed=7, behaviour_rate=behaviour_rate)
+    cfg = TokenizerConfig(query_rate=100.0)
+    full = QueryTable.from_recording(rec, TokenizerConfig())
+    session = PreparedSession.from_recording(rec, *vocab_map(rec, 1, 1), cfg)
+
+    # Every step-th sample of the full table, unchanged: at most 100 per second.
+    np.testing.assert_array_equal(session.queries.times, full.times[::step])
+    np.testing.assert_array_equal(session.queries.target, full.target[::step])
+    np.testing.assert_array_equal(session.queries.weight, full.weight[::step])
+    assert len(session.queries.times) <= 100.0 * 20.0 + 1  # 20 s recording
+    batch = WindowBatcher([session], cfg)(np.zeros(4, np.int64), np.array([0.0, 3.3, 7.01, 10.5]), np.zeros(4))
+    assert batch["query_mask"].sum(axis=1).max() <= 100 * cfg.window + 1
+    # Evaluation scores every sample whatever query_rate says.
+    trials = intervals((12.1, 14.47), (14.5, 15.5))
+    rec = make_recording(seed=7, behaviour_rate=behaviour_rate, trials=trials)
+    batch, tr = next(iter(iterate_eval_trials(rec, vocab_map(rec, 1, 1), cfg, split="valid", batch_size=2)))
+    ts = rec.behaviour["cursor"].timestamps
+    expected = [
+        np.sum((ts >= a) & (ts < a + math.ceil(round((b - a) / 0.05, 6)) * 0.05))
+        for a, b in zip(tr.start, tr.end, strict=True)
+    ]
+    np.testing.assert_array_equal(batch["query_mask"].sum(axis=1)[: len(tr)], expected)
+
+
+def test_query_rate_zero_keeps_every_sample_and_negative_is_refused():
+    rec = make_recording(seed=8, behaviour_rate=1000.0)
+    table = QueryTable.from_recording(rec, TokenizerConfig())
+    assert table.thinned(0.0) is table
+    with pytest.raises(ValueError, match="query_rate"):
+        TokenizerConfig(query_rate=-1.0)

@@ -41,7 +41,9 @@ def get_config(arg: str = "possm_small") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.data = dict(dir="", synthetic="tiny", seed=0, sessions="pretrain", train_fraction=1.0)
     c.model = model_section(get_preset(preset))
-    c.tokenizer = dict(bin_width=0.05, window=1.0, target="cursor.vel", target_std=20.0)
+    # query_rate: training queries per second at most (a 1 kHz behaviour is thinned to every 10th sample);
+    # evaluation scores every sample.
+    c.tokenizer = dict(bin_width=0.05, window=1.0, target="cursor.vel", target_std=20.0, query_rate=100.0)
     c.train = dict(
         batch_size=64,
         num_steps=200 if quick else 20_000,

@@ -79,7 +79,13 @@ def model_config(config: ml_collections.ConfigDict) -> POSSMConfig:
 def tokenizer_config(config: ml_collections.ConfigDict) -> TokenizerConfig:
     """The tokenizer of ``config.tokenizer``."""
     t = config.tokenizer
-    return TokenizerConfig(bin_width=t.bin_width, window=t.window, target=t.target, target_std=t.target_std)
+    return TokenizerConfig(
+        bin_width=t.bin_width,
+        window=t.window,
+        target=t.target,
+        target_std=t.target_std,
+        query_rate=t.get("query_rate", 0.0),  # configs saved before the field existed used every sample
+    )
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
