@@ -25,7 +25,7 @@ from possm_jax.backbones.registry import build_backbone
 from possm_jax.config import POSSMConfig
 from possm_jax.nn.decoder import OutputDecoder, band_key_times, band_length, band_offsets
 from possm_jax.nn.embedding import vocab_embedding
-from possm_jax.nn.encoder import SpikeEncoder
+from possm_jax.nn.encoder import SpikeEncoder, count_logit
 from possm_jax.nn.rope import RotaryTime
 from possm_jax.types import Array, PyTree
 
@@ -154,8 +154,16 @@ class POSSM(nnx.Module):
             batch["chunk_mask"].shape[1],
             self.rope.omega[...],
             spike_window=None if window is None else jnp.asarray(window),
+            logit_bias=self._count_logit(batch),
             rngs=rngs,
         )
+
+    def _count_logit(self, inputs: Mapping[str, Array]) -> Array | None:
+        """``log n`` attention-logit bias of binned tokens (:func:`~possm_jax.nn.encoder.count_logit`); None for
+        spikes."""
+        if self.config.input_kind != "binned":
+            return None
+        return count_logit(jnp.asarray(inputs["spike_value"]))
 
     def _band(self, query_time: Array) -> Array:
         cfg = self.config
@@ -268,7 +276,8 @@ class POSSM(nnx.Module):
             unit = jnp.asarray(chunk["spike_unit"])
             kv = (tables.unit_keys[unit], tables.unit_values[unit])
             return self.encoder.chunk(spike_time, spike_mask, omega, kv=kv)
-        return self.encoder.chunk(spike_time, spike_mask, omega, tokens=self._tokens(chunk))
+        bias = self._count_logit(chunk)
+        return self.encoder.chunk(spike_time, spike_mask, omega, tokens=self._tokens(chunk), logit_bias=bias)
 
     def stream_decode(
         self, state: StreamState, y: Array, queries: Mapping[str, Array]

@@ -6,6 +6,7 @@ import numpy as np
 from flax import nnx
 
 from possm_jax.nn.attention import RotaryCrossAttention, masked_attention, segment_attention
+from possm_jax.nn.encoder import count_logit
 from possm_jax.nn.rope import RotaryTime, rotate
 
 
@@ -105,3 +106,23 @@ def test_padding_tokens_change_nothing():
         np.arange(9) < 5,
     )
     np.testing.assert_allclose(padded, base, atol=1e-6)
+
+
+def test_count_logit_makes_a_count_token_weigh_like_its_repeated_spikes():
+    """A token with count n and logit bias log n attends exactly like n identical tokens without bias."""
+    rng = np.random.default_rng(3)
+    m, j, e = 4, 6, 64
+    q = rng.normal(size=(m, e)).astype(np.float32)
+    k = rng.normal(size=(j, e)).astype(np.float32)
+    v = rng.normal(size=(j, e)).astype(np.float32)
+    counts = np.array([1, 3, 2, 5, 1, 4])
+    bias = np.asarray(count_logit(jnp.sqrt(jnp.asarray(counts, jnp.float32))))  # binned tokens carry sqrt(n)
+    np.testing.assert_allclose(bias, np.log(counts), rtol=1e-6, atol=1e-6)
+    mask = np.ones(j, bool)
+    dense = np.asarray(masked_attention(jnp.asarray(q), k[None], v[None], mask[None], jnp.asarray(bias)[None]))
+    segment = np.asarray(segment_attention(jnp.asarray(q), k, v, np.zeros(j, np.int32), mask, 1, jnp.asarray(bias)))
+    rep = np.repeat(np.arange(j), counts)  # every token written out n times, no bias
+    for i in range(m):
+        expected = _softmax_np(q[i], k[rep], v[rep], np.ones(len(rep), bool))
+        np.testing.assert_allclose(dense[i], expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(segment[0, i], expected, rtol=1e-5, atol=1e-5)

@@ -31,7 +31,7 @@ def _stable_shift(masked_logits: Array, any_visible: Array) -> Array:
     return jax.lax.stop_gradient(jnp.where(any_visible, masked_logits, 0.0))
 
 
-def masked_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
+def masked_attention(q: Array, k: Array, v: Array, mask: Array, logit_bias: Array | None = None) -> Array:
     """Softmax attention of each query over its own small set of keys.
 
     Leading dims broadcast, so a query block ``[b, m, e]`` can attend to shared keys ``[b, 1, s, e]``.
@@ -41,11 +41,15 @@ def masked_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
         k: [..., j, e] rotated keys.
         v: [..., j, e] rotated values.
         mask: [..., j] True where the key is visible.
+        logit_bias: optional [..., j] added to every query's logit of each key (e.g. ``log(count)``, see
+          :func:`possm_jax.nn.encoder.count_logit`).
 
     Returns:
         [..., e] attention outputs; zeros where no key is visible.
     """
     logits = jnp.einsum("...e,...je->...j", q, k)
+    if logit_bias is not None:
+        logits = logits + logit_bias
     mask = jnp.broadcast_to(mask, logits.shape)
     shift = _stable_shift(jnp.max(jnp.where(mask, logits, -jnp.inf), axis=-1), jnp.any(mask, axis=-1))
     # Masked logits are replaced before exp so their (ignored) values can never overflow into NaN gradients.
@@ -55,7 +59,9 @@ def masked_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
     return out / jnp.where(denom > 0, denom, 1.0)[..., None]
 
 
-def segment_attention(q: Array, k: Array, v: Array, segment_ids: Array, mask: Array, num_segments: int) -> Array:
+def segment_attention(
+    q: Array, k: Array, v: Array, segment_ids: Array, mask: Array, num_segments: int, logit_bias: Array | None = None
+) -> Array:
     """Softmax attention of the same m queries, separately in each segment, over that segment's tokens only.
 
     Args:
@@ -65,11 +71,14 @@ def segment_attention(q: Array, k: Array, v: Array, segment_ids: Array, mask: Ar
         segment_ids: [s] int segment of each token, in [0, g).
         mask: [s] True for real tokens; masked tokens contribute nothing.
         num_segments: g (static).
+        logit_bias: optional [s] added to every query's logit of each token.
 
     Returns:
         [g, m, e] attention outputs; zeros for segments without real tokens.
     """
     logits = jnp.einsum("me,se->sm", q, k)
+    if logit_bias is not None:
+        logits = logits + logit_bias[:, None]
     mask = mask[:, None]
     seg_max = jax.ops.segment_max(jnp.where(mask, logits, -jnp.inf), segment_ids, num_segments)
     shift = _stable_shift(seg_max, jnp.isfinite(seg_max))[segment_ids]

@@ -4,11 +4,17 @@ For every chunk, with times measured from the chunk start (so every chunk, of a 
 uses the same small numbers)::
 
     token = unit_emb[unit] + type_vec (+ value * value_vec for binned counts)
-    z     = latent + W_o rotate(softmax(q k^T) v, -t_latent)      (rotary cross-attention, rotate_value)
+    z     = latent + W_o rotate(softmax(q k^T + log n) v, -t_latent)   (rotary cross-attention, rotate_value)
     z     = z + FFN(LN(z))
     (depth times) z = z + SelfAttn(z); z = z + FFN(LN(z))       (rotary self-attention among the M latents)
 
 and the chunk's output is the M latents concatenated, [M * d].
+
+Binned tokens: a token that stands for ``n`` threshold crossings of its channel in the bin adds ``log n`` to its
+attention logits (:func:`count_logit`). Attending to ``n`` identical spike tokens is exactly attending to one of
+them with its logit raised by ``log n``, so a count token weighs what its ``n`` spikes would, and the latents' average
+is count-weighted. Without it every active channel weighs the same, and on the handwriting task the model did not
+learn (``docs/tasks.md``). Spike tokens (n = 1) get no bias.
 
 Empty chunks: attention over an empty set is defined as a zero update, so an empty chunk yields
 ``latent + b_o`` followed by the FFN (no "blank" token). The window (segment) form and the streaming (dense) form
@@ -33,6 +39,14 @@ def latent_times(num_latents: int, bin_width: float) -> np.ndarray:
         [m] float32 seconds from the chunk start.
     """
     return ((np.arange(num_latents, dtype=np.float64) + 0.5) * bin_width / num_latents).astype(np.float32)
+
+
+def count_logit(value: Array) -> Array:
+    """``log n`` for binned tokens whose value is ``sqrt(n)`` (:mod:`data_pipeline.binned_tokens`): ``2 log value``.
+
+    Values below 1 (padding, which is masked anyway) give 0.
+    """
+    return 2.0 * jnp.log(jnp.maximum(value, 1.0))
 
 
 def rotate_at(k: Array, v: Array, spike_time: Array, omega: Array) -> tuple[Array, Array]:
@@ -144,6 +158,7 @@ class SpikeEncoder(nnx.Module):
         omega: Array,
         *,
         spike_window: Array | None = None,
+        logit_bias: Array | None = None,
     ) -> tuple[Array, Array]:
         """Cross-attention update of every chunk's latents from a flat token list (segment softmax, O(tokens)).
 
@@ -156,6 +171,7 @@ class SpikeEncoder(nnx.Module):
             omega: [f] RoPE frequencies.
             spike_window: [b, s] window (output row) of each token when the tokens of several windows are packed
               across rows (:mod:`data_pipeline.packing`); None: each token belongs to the window of its own row.
+            logit_bias: optional [b, s] added to each token's attention logits (binned inputs: :func:`count_logit`).
 
         Returns:
             (update [b, c, m, d] before the residual, latent rotation [m, f]).
@@ -165,8 +181,9 @@ class SpikeEncoder(nnx.Module):
         k, v = rotate_at(*kv, spike_time, omega)
         window = jnp.arange(b, dtype=jnp.int32)[:, None] if spike_window is None else spike_window
         segment = (window * num_chunks + spike_chunk).reshape(b * s)
+        bias = None if logit_bias is None else logit_bias.reshape(b * s)
         a = segment_attention(
-            q, k.reshape(b * s, -1), v.reshape(b * s, -1), segment, spike_mask.reshape(b * s), b * num_chunks
+            q, k.reshape(b * s, -1), v.reshape(b * s, -1), segment, spike_mask.reshape(b * s), b * num_chunks, bias
         )
         return self.attn.output(a.reshape(b, num_chunks, *a.shape[1:]), q_rot), q_rot
 
@@ -180,11 +197,12 @@ class SpikeEncoder(nnx.Module):
         omega: Array,
         *,
         spike_window: Array | None = None,
+        logit_bias: Array | None = None,
         rngs: nnx.Rngs | None = None,
     ) -> Array:
         """Encode every chunk of a window: [b, c, m * d] chunk latents (arguments as :meth:`window_update`)."""
         update, rot = self.window_update(
-            kv, spike_time, spike_chunk, spike_mask, num_chunks, omega, spike_window=spike_window
+            kv, spike_time, spike_chunk, spike_mask, num_chunks, omega, spike_window=spike_window, logit_bias=logit_bias
         )
         return self.finish(update, rot, rngs=rngs)
 
@@ -196,6 +214,7 @@ class SpikeEncoder(nnx.Module):
         *,
         tokens: Array | None = None,
         kv: tuple[Array, Array] | None = None,
+        logit_bias: Array | None = None,
     ) -> Array:
         """Encode one chunk per stream (dense masked softmax; inference, no dropout).
 
@@ -212,5 +231,6 @@ class SpikeEncoder(nnx.Module):
         """
         q, q_rot = self.latent_query(omega)
         k, v = rotate_at(*(self.attn.key_value(tokens) if kv is None else kv), spike_time, omega)
-        a = masked_attention(q, k[:, None], v[:, None], spike_mask[:, None, :])  # [b, m, e]
+        bias = None if logit_bias is None else logit_bias[:, None, :]
+        a = masked_attention(q, k[:, None], v[:, None], spike_mask[:, None, :], bias)  # [b, m, e]
         return self.finish(self.attn.output(a, q_rot), q_rot)
