@@ -8,7 +8,7 @@ every k-th sample for training; evaluation still scores every sample. This check
 session twice into ``--out`` (its 100 Hz behaviour, and the same behaviour linearly interpolated onto a 1 ms grid),
 trains ``possm_small`` on each for ``--steps`` steps with the same seed (the 1 kHz copy once at the default
 ``query_rate`` and once with ``query_rate=0``, every sample), and writes ``query_rate.json`` and a markdown table:
-windows/s and test R² per run. ``docs/data.md`` describes the field.
+windows/s and test R² per run. ``docs/training.md`` describes the field.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from data_pipeline.batcher import PreparedSession, WindowBatcher, _segment_sums
 from data_pipeline.pipeline import iterate_eval_trials
 from data_pipeline.tokenize import QueryTable, TokenizerConfig, chunk_and_offset, collate, tokenize_window
 from data_pipeline.unit_dropout import UnitDropoutConfig, keep_masks
+from experiments.query_rate_check import resampled
 
 T0 = 7.3  # not representable in binary, so t0 + j * bw lands a hair off the true edge
 
@@ -244,10 +245,21 @@ def test_query_rate_thins_fast_behaviour_for_training_only(behaviour_rate, step)
     batch, tr = next(iter(iterate_eval_trials(rec, vocab_map(rec, 1, 1), cfg, split="valid", batch_size=2)))
     ts = rec.behaviour["cursor"].timestamps
     expected = [
-        np.sum((ts >= a) & (ts < a + math.ceil(round((b - a) / 0.05, 6)) * 0.05))
+        np.sum((ts >= a) & (ts < a + math.ceil(round((b - a) / cfg.bin_width, 6)) * cfg.bin_width))
         for a, b in zip(tr.start, tr.end, strict=True)
     ]
     np.testing.assert_array_equal(batch["query_mask"].sum(axis=1)[: len(tr)], expected)
+
+
+def test_query_rate_check_resamples_behaviour_onto_the_finer_grid():
+    rec = make_recording(seed=9)  # cursor.vel at 100 Hz from a closed-form sinusoid
+    fast = resampled(rec, 1000.0)
+    slow, series = rec.behaviour["cursor"], fast.behaviour["cursor"]
+    assert series.sampling_rate == 1000.0
+    np.testing.assert_allclose(np.diff(series.timestamps), 1e-3, atol=1e-9)
+    np.testing.assert_allclose(series.values["vel"][::10], slow.values["vel"], atol=1e-4)  # original samples kept
+    mid = (slow.values["vel"][:-1] + slow.values["vel"][1:]) / 2  # linear between them
+    np.testing.assert_allclose(series.values["vel"][5::10][: len(mid)], mid, atol=1e-4)
 
 
 def test_query_rate_zero_keeps_every_sample_and_negative_is_refused():
