@@ -1,10 +1,20 @@
-"""Test configuration: 8 simulated CPU devices and parsed absl flags, set before any backend use."""
+"""Test configuration: 8 simulated CPU devices, parsed absl flags and a per-run compilation cache, set before any
+backend use."""
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "PYTEST_XDIST_WORKER" not in os.environ:  # the main process: xdist workers and launched subprocesses inherit it
+    # Many tests compile the same train / eval programs again (resume tests, launcher subprocesses): a persistent
+    # compilation cache shared by this run's processes compiles each once. It starts empty, so CI times what a
+    # user's first run would, and it is removed when the run ends.
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="possm_jax_test_jit_cache_"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # noqa: E402
 
@@ -27,3 +37,12 @@ def reference_fixture() -> Path:
     if not REFERENCE_FIXTURE.exists():
         pytest.skip(f"reference fixture not found at {REFERENCE_FIXTURE}")
     return REFERENCE_FIXTURE
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The main process removes the run's compilation cache (workers share it, so they leave it)."""
+    if (
+        "PYTEST_XDIST_WORKER" not in os.environ
+        and "possm_jax_test_jit_cache_" in os.environ["JAX_COMPILATION_CACHE_DIR"]
+    ):
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

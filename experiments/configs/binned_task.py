@@ -11,7 +11,9 @@ from experiments.configs import pretrain
 from possm_jax.train import objectives
 
 
-def get_task_config(arg: str, name: str, bin_width: float, batch_size: int) -> ml_collections.ConfigDict:
+def get_task_config(
+    arg: str, name: str, bin_width: float, batch_size: int, context_chunks: int = 0, lr_scale: float = 1.0
+) -> ml_collections.ConfigDict:
     """The launcher config of task ``name`` for ``arg = preset[,quick]``.
 
     Args:
@@ -19,6 +21,8 @@ def get_task_config(arg: str, name: str, bin_width: float, batch_size: int) -> m
         name: ``"handwriting"`` or ``"speech"``.
         bin_width: the bin and chunk length in seconds.
         batch_size: examples per training batch (the peak learning rate is linear in it).
+        context_chunks: the decoder's context in chunks (0: the preset's).
+        lr_scale: multiplies the peak learning rate.
 
     Raises:
         ValueError: unknown preset or option.
@@ -28,7 +32,9 @@ def get_task_config(arg: str, name: str, bin_width: float, batch_size: int) -> m
     c.data.synthetic, c.data.sessions = name, "all"
     c.tokenizer.bin_width = bin_width  # the only chunk-length field: task config, model and evaluation read it
     c.model.num_latents, c.model.depth, c.model.input_kind = 4, 1, "binned"
+    c.model.context_chunks = context_chunks or c.model.context_chunks
     c.train.batch_size, c.train.num_steps = batch_size, 100 if quick else 2000
+    c.train.lr_scale = lr_scale
     c.train.unit_dropout, c.train.pack_spikes = False, False  # reaching's spike-token augmentation and packing
     c.eval.every = c.checkpoint.every = 50 if quick else 500
     c.eval.strict = False  # the strictly causal variant is reaching's
