@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 from flax import nnx
 
 from possm_jax.config import get_preset
@@ -92,3 +93,40 @@ def test_ui_on_an_unseen_session_trains_only_its_rows(tmp_path):
         added = [i for i, key in enumerate(new.ids) if key.startswith(f"synthetic_reaching_tiny/{SESSIONS[2]}")]
         assert added
         assert np.all(np.any(saved[1][table][added] != saved[3][table][added], axis=1)), table
+
+
+def test_transfer_to_another_task_carries_what_fits_and_trains_the_rest():
+    # Given a reaching model on units (a, b) and the handwriting model (binned inputs, 4 latents, a 31-class readout)
+    # on new channels,
+    from experiments.configs import handwriting
+    from possm_jax.train import objectives
+
+    old_u, old_s = Vocab(["a", "b"], "unit"), Vocab(["s1"], "session")
+    new_u, new_s = transfer.transfer_vocabs(old_u, old_s, ["c0", "c1", "c2"], ["hw"], subset=True)
+    pre = POSSM(get_preset("possm_small", dim=32), len(old_u), len(old_s), rngs=nnx.Rngs(0))
+    config = handwriting.get_config()
+    config.model.dim = 32
+    target = objectives.get(config).model_config(config)
+    # When it is carried over in ui mode,
+    model, mask = transfer.transfer_model(pre, (old_u, old_s), (new_u, new_s), seed=1, mode="ui", config=target)
+    after, before = _flat(model), _flat(pre)
+    fresh_init = _flat(POSSM(target, len(new_u), len(new_s), rngs=nnx.Rngs(1)))
+    flat_mask = dict(zip(param_paths(nnx.state(model, nnx.Param)), jax.tree.leaves(mask), strict=True))
+
+    # Then the model is the handwriting one, the recurrent weights, the decoder and the encoder's cross-attention
+    # are the pretrained ones and frozen, and what the reaching model lacks or holds in another shape keeps its fresh
+    # initialisation and trains, as do the new rows.
+    assert model.config == target
+    for path in ("backbone/layers/0/w_hh", "decoder/attn/to_q/kernel", "encoder/attn/to_kv/kernel", "decoder/task_emb"):
+        np.testing.assert_array_equal(after[path], before[path], err_msg=path)
+        assert not np.any(flat_mask[path]), path
+    new_paths = ("decoder/readouts/handwriting_character/kernel", "encoder/value_vec", "encoder/latents")
+    for path in (*new_paths, "backbone/layers/0/w_ih"):  # w_ih: 4 latents x 32 inputs instead of 1 x 32
+        np.testing.assert_array_equal(after[path], fresh_init[path], err_msg=path)
+        assert np.all(flat_mask[path]), path
+    assert not any(p.startswith("decoder/readouts/cursor") for p in after)
+    assert np.flatnonzero(flat_mask[transfer.UNIT_TABLE][:, 0]).tolist() == [1, 2, 3]
+    assert np.flatnonzero(flat_mask[transfer.SESSION_TABLE][:, 0]).tolist() == [1]
+    # and LoRA, which keeps the base model whole, refuses another model.
+    with pytest.raises(ValueError, match="transfer.mode=lora"):
+        transfer.transfer_model(pre, (old_u, old_s), (new_u, new_s), seed=1, mode="lora", lora_rank=2, config=target)

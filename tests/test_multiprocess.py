@@ -60,6 +60,7 @@ def _start(workdir: str, num_processes: int, cache: str | None = None) -> list[s
     os.makedirs(workdir, exist_ok=True)
     port = _free_port()
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # the test run's shared cache (conftest) too
     if cache:
         env |= {"JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     procs = []

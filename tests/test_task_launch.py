@@ -10,6 +10,7 @@ import signal
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 from jax._src import compilation_cache
 
 from data_pipeline.store_writer import write_recording
@@ -20,8 +21,10 @@ from experiments import evaluate as evaluate_launcher
 from experiments.configs import evaluate as evaluate_config
 from experiments.configs import handwriting as handwriting_config
 from experiments.configs import speech as speech_config
-from possm_jax.train import loop
+from experiments.finetune import finetune
+from possm_jax.train import loop, model_io, transfer
 from possm_jax.train.logging import read_scalars
+from tests.test_loop import tiny_config
 
 STEPS = 4
 SPEECH_CHANNELS = 32  # fewer than the 256 of a speech array: 8x fewer tokens, and task.num_channels is exercised
@@ -168,3 +171,36 @@ def test_unknown_task_name_and_a_phase_1_longer_than_the_run_are_refused(data, t
     config.task.reconstruct_steps = STEPS + 1
     with pytest.raises(ValueError, match=rf"task.reconstruct_steps={STEPS + 1}: .*train.num_steps={STEPS}"):
         loop.train_and_evaluate(config, str(tmp_path / "speech"))
+
+
+def test_handwriting_finetunes_from_a_reaching_checkpoint(data, tmp_path):
+    # Given a reaching checkpoint of the same sizes as the handwriting test model,
+    reaching = tiny_config(2)
+    reaching.data.sessions = "subject_00_session_000"
+    reaching.model.ffn_mult, reaching.model.ffn_dropout = 1, 0.0
+    reaching.checkpoint.every = 2
+    loop.train_and_evaluate(reaching, str(tmp_path / "reaching"))
+    # When the handwriting launcher config finetunes from it (ft: new rows and new parameters for 2 steps, then all),
+    c = _config("handwriting", data["handwriting"])
+    c.transfer.checkpoint, c.transfer.mode, c.transfer.unfreeze_step = (
+        str(tmp_path / "reaching" / "checkpoints"),
+        "ft",
+        2,
+    )
+    c.checkpoint.every, c.checkpoint.keep = 1, STEPS
+    results = finetune(c, str(tmp_path / "handwriting"))
+    assert 0.0 <= results["valid"]["accuracy_mean"] <= 1.0
+
+    # Then the carried recurrent weights stay the pretrained ones up to the unfreezing and train after it, while the
+    # new readout trains from the first step.
+    pre = _params(str(tmp_path / "reaching" / "checkpoints"), None)
+    steps = {s: _params(str(tmp_path / "handwriting" / "checkpoints"), s) for s in (1, 2, STEPS)}
+    carried, readout = "backbone/layers/0/w_hh", "decoder/readouts/handwriting_character/kernel"
+    np.testing.assert_array_equal(steps[2][carried], pre[carried])
+    assert np.any(steps[STEPS][carried] != pre[carried])
+    assert np.any(steps[1][readout] != steps[2][readout])
+
+
+def _params(checkpoint_dir: str, step: int | None) -> dict[str, np.ndarray]:
+    model = model_io.load_checkpoint(checkpoint_dir, step=step)[0]
+    return {k: np.asarray(v) for k, v in transfer._flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param))).items()}

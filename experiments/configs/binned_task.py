@@ -38,6 +38,7 @@ def get_task_config(
     c.train.unit_dropout, c.train.pack_spikes = False, False  # reaching's spike-token augmentation and packing
     c.eval.every = c.checkpoint.every = 50 if quick else 500
     c.eval.strict = False  # the strictly causal variant is reaching's
+    c.transfer.partial = True  # finetuning from a reaching checkpoint builds this task's model (new readout, ...)
     with c.unlocked():
         c.task = objectives.task_section(name)
     c.model.tasks = ml_collections.ConfigDict(dict(objectives.get(c).model_config(c).tasks))  # shown, as saved

@@ -60,6 +60,8 @@ def get_config(arg: str = "possm_small") -> ml_collections.ConfigDict:
     )
     c.eval = dict(every=100 if quick else 1000, batch_size=16, final_split="test", strict=True)
     c.checkpoint = dict(every=100 if quick else 1000, keep=3)
-    c.transfer = dict(checkpoint="", mode="full", unfreeze_step=0, subset=False, lora_rank=32)  # lora: docs/training.md
+    # lora: docs/training.md; partial: the model is this config's, and only the pretrained parameters that fit it are
+    # carried (transfer to another task, e.g. reaching -> handwriting)
+    c.transfer = dict(checkpoint="", mode="full", unfreeze_step=0, subset=False, lora_rank=32, partial=False)
     c.lock()  # a misspelt field fails instead of adding a new one
     return c

@@ -210,7 +210,7 @@ def _initial_model(
         model = POSSM(cfg, len(units), len(sessions), rngs=nnx.Rngs(seed))
         return cfg, units, sessions, model, transfer.full_mask(nnx.state(model, nnx.Param))
     if config.transfer.checkpoint:
-        return _pretrained_model(config, train_recs)
+        return _pretrained_model(config, train_recs, objective)
     units, sessions = corpus_lib.build_vocabs(train_recs)
     cfg = objective.model_config(config)
     model = POSSM(cfg, len(units), len(sessions), rngs=nnx.Rngs(seed))
@@ -218,10 +218,12 @@ def _initial_model(
 
 
 def _pretrained_model(
-    config: ml_collections.ConfigDict, train_recs: list[Recording]
+    config: ml_collections.ConfigDict, train_recs: list[Recording], objective: objectives.Objective
 ) -> tuple[POSSMConfig, Vocab, Vocab, POSSM, PyTree]:
     """The model of ``config.transfer.checkpoint`` carried over to vocabularies extended with ``train_recs``' ids
-    (a :class:`~possm_jax.lora.LoRAPOSSM` for ``transfer.mode=lora``), and its trainable mask."""
+    (a :class:`~possm_jax.lora.LoRAPOSSM` for ``transfer.mode=lora``), and its trainable mask. With
+    ``transfer.partial`` the model is this run's (``config.model`` and task) and only the pretrained parameters that
+    fit it are carried."""
     pretrained, old_units, old_sessions, _, _ = load_checkpoint(config.transfer.checkpoint)
     units, sessions = transfer.transfer_vocabs(
         old_units,
@@ -237,5 +239,6 @@ def _pretrained_model(
         config.train.seed,
         config.transfer.mode,
         config.transfer.lora_rank,
+        objective.model_config(config) if config.transfer.get("partial", False) else None,
     )
-    return pretrained.config, units, sessions, model, mask
+    return model.config, units, sessions, model, mask

@@ -12,6 +12,10 @@ the order of recordings never matters. Modes:
   rank ``transfer.lora_rank``); the adapters are the model's only parameters, so its checkpoints hold only them
   plus the base's digest.
 
+Transferring to another task (reaching -> handwriting) builds the run's own model and carries every pretrained
+parameter whose path and shape match (``transfer.partial``); the others (the new readout, a binned encoder's value
+vector, a backbone input sized for another number of latents) are fresh and train in every mode, with the new rows.
+
 Masks always have the same structure and shapes (row masks for the two tables, scalars elsewhere), so switching
 from ``ui`` to full training at ``unfreeze_step`` changes only values: no recompilation, and checkpoints of any
 mode restore into any other.
@@ -19,13 +23,14 @@ mode restore into any other.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from typing import Any
 
 import jax
 import numpy as np
 from flax import nnx
 
+from possm_jax.config import POSSMConfig
 from possm_jax.lora import LoRAPOSSM, params_digest
 from possm_jax.possm import POSSM
 from possm_jax.train.state import trainable_mask
@@ -72,6 +77,7 @@ def transfer_params(
     old: tuple[Vocab, Vocab],
     new: tuple[Vocab, Vocab],
     key: jax.Array,
+    partial: bool = False,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Pretrained parameters re-indexed for new vocabularies.
 
@@ -81,28 +87,31 @@ def transfer_params(
         old: the pretrained ``(units, sessions)`` vocabularies.
         new: the new ``(units, sessions)`` vocabularies.
         key: PRNG key for the fresh rows.
+        partial: the target is a different model (another task or input kind): parameters whose path and shape
+            match are carried, the others keep the target's values (:func:`fresh_paths` names them).
 
     Returns:
         ``(params, fresh_unit_rows, fresh_session_rows)``: a pure dict to load into the new model, and the rows that
         were freshly initialised (those that ``ui`` trains).
 
     Raises:
-        ValueError: the two models differ in something other than the table sizes.
+        ValueError: without ``partial``, the two models differ in something other than the table sizes.
     """
     flat_pre, flat_new = _flatten(pretrained), _flatten(target)
-    if set(flat_pre) != set(flat_new):
+    if not partial and set(flat_pre) != set(flat_new):
         raise ValueError(
             f"pretrained checkpoint parameters differ from the model's: {sorted(set(flat_pre) ^ set(flat_new))}"
         )
+    fresh = fresh_paths(pretrained, target)
     out = {}
     for path, value in flat_new.items():
         if path in (UNIT_TABLE, SESSION_TABLE):
             continue
-        if np.shape(flat_pre[path]) != np.shape(value):
+        if path in fresh and not partial:
             raise ValueError(
                 f"pretrained parameter {path} has shape {np.shape(flat_pre[path])}, model {np.shape(value)}"
             )
-        out[path] = flat_pre[path]
+        out[path] = value if path in fresh else flat_pre[path]
     k_units, k_sessions = jax.random.split(key)
     out[UNIT_TABLE], fresh_units = remap_embedding(flat_pre[UNIT_TABLE], old[0], new[0], k_units)
     out[SESSION_TABLE], fresh_sessions = remap_embedding(flat_pre[SESSION_TABLE], old[1], new[1], k_sessions)
@@ -110,7 +119,13 @@ def transfer_params(
 
 
 def transfer_model(
-    pretrained: POSSM, old: tuple[Vocab, Vocab], new: tuple[Vocab, Vocab], seed: int, mode: str, lora_rank: int = 0
+    pretrained: POSSM,
+    old: tuple[Vocab, Vocab],
+    new: tuple[Vocab, Vocab],
+    seed: int,
+    mode: str,
+    lora_rank: int = 0,
+    config: POSSMConfig | None = None,
 ) -> tuple[nnx.Module, PyTree]:
     """The model of a finetuning run and its ``trainable`` mask at the start.
 
@@ -120,22 +135,46 @@ def transfer_model(
         seed: draws the fresh rows (and the LoRA adapters).
         mode: one of :data:`MODES`.
         lora_rank: the adapters' rank (``lora`` only).
+        config: a different model to transfer to (another task, e.g. reaching -> handwriting): only the pretrained
+            parameters whose path and shape match are carried, and the rest (a new readout, a binned encoder's value
+            vector, ...) train from the start with the new rows. None: the pretrained model's config.
 
     Returns:
         ``(model, mask)``: a :class:`~possm_jax.possm.POSSM`, or for ``lora`` a :class:`~possm_jax.lora.LoRAPOSSM`.
+
+    Raises:
+        ValueError: ``lora`` with a different ``config`` (LoRA keeps the whole base model frozen).
     """
-    model = POSSM(pretrained.config, len(new[0]), len(new[1]), rngs=nnx.Rngs(seed))
+    if config is not None and check_mode(mode) == "lora":
+        raise ValueError(
+            "transfer.mode=lora: LoRA keeps the pretrained model whole, so the run's model must be the checkpoint's; "
+            "use ui, ft or full to transfer to a different task"
+        )
+    model = POSSM(config or pretrained.config, len(new[0]), len(new[1]), rngs=nnx.Rngs(seed))
     params = nnx.state(model, nnx.Param)
-    carried, fresh_units, fresh_sessions = transfer_params(
-        nnx.to_pure_dict(nnx.state(pretrained, nnx.Param)), nnx.to_pure_dict(params), old, new, jax.random.PRNGKey(seed)
-    )
+    pre, target = nnx.to_pure_dict(nnx.state(pretrained, nnx.Param)), nnx.to_pure_dict(params)
+    partial = config is not None
+    carried, fresh_units, fresh_sessions = transfer_params(pre, target, old, new, jax.random.PRNGKey(seed), partial)
     nnx.replace_by_pure_dict(params, carried)
     nnx.update(model, params)
     if check_mode(mode) == "lora":
         digest = params_digest(pretrained)
         model = LoRAPOSSM(model, fresh_units, fresh_sessions, lora_rank, digest, rngs=nnx.Rngs(seed))
         return model, trainable_mask(nnx.state(model, nnx.Param), train=True)
-    return model, transfer_mask(params, mode, fresh_units, fresh_sessions)
+    fresh = fresh_paths(pre, target) if partial else set()
+    return model, transfer_mask(params, mode, fresh_units, fresh_sessions, fresh)
+
+
+def fresh_paths(pretrained: Mapping[str, Any], target: Mapping[str, Any]) -> set[str]:
+    """Parameter paths of ``target`` (a pure dict) that ``pretrained`` lacks or holds in another shape, the two
+    embedding tables excepted (their rows are remapped by id)."""
+    flat_pre, flat_new = _flatten(pretrained), _flatten(target)
+    return {
+        path
+        for path, value in flat_new.items()
+        if path not in (UNIT_TABLE, SESSION_TABLE)
+        and (path not in flat_pre or np.shape(flat_pre[path]) != np.shape(value))
+    }
 
 
 def trainable_count(params: nnx.State, mask: PyTree | None) -> int:
@@ -147,7 +186,11 @@ def trainable_count(params: nnx.State, mask: PyTree | None) -> int:
 
 
 def transfer_mask(
-    params: nnx.State, mode: str, unit_rows: Sequence[int] | np.ndarray, session_rows: Sequence[int] | np.ndarray
+    params: nnx.State,
+    mode: str,
+    unit_rows: Sequence[int] | np.ndarray,
+    session_rows: Sequence[int] | np.ndarray,
+    fresh: Set[str] = frozenset(),
 ) -> PyTree:
     """The ``trainable`` mask at the start of training in ``mode`` (see module docstring).
 
@@ -155,11 +198,12 @@ def transfer_mask(
         params: the model's parameter state.
         mode: ``ui``, ``ft`` or ``full`` (``lora`` models: see :func:`transfer_model`).
         unit_rows, session_rows: the new rows (from :func:`transfer_params`); ignored for ``full``.
+        fresh: paths of parameters that were not carried over (:func:`fresh_paths`); they train in every mode.
     """
     if check_mode(mode) == "full":
         return full_mask(params)
     rows = {UNIT_TABLE: np.asarray(unit_rows, np.int64), SESSION_TABLE: np.asarray(session_rows, np.int64)}
-    return trainable_mask(params, rows=rows, train=False)
+    return trainable_mask(params, rows=rows, train=lambda path: path in fresh)
 
 
 def full_mask(params: nnx.State) -> PyTree:
