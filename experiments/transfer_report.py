@@ -13,23 +13,24 @@ from possm_jax.train.logging import write_metrics_json
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean, sd, min and max of test R² over seeds per (case, method, fraction), with trainable count and wall time."""
+    """Mean, sd, min and max of the test score (R² or accuracy) over seeds per (case, method, fraction), with the
+    trainable count and the wall time."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["case"], row["method"], row["fraction"]), []).append(row)
     out = []
     for (case, method, fraction), group in groups.items():
-        r2 = np.array([g["test_r2"] for g in group], np.float64)
+        score = np.array([g["test_score"] for g in group], np.float64)
         out.append(
             {
                 "case": case,
                 "method": method,
                 "fraction": fraction,
                 "seeds": len(group),
-                "test_r2_mean": float(np.mean(r2)),
-                "test_r2_sd": float(np.std(r2)),
-                "test_r2_min": float(np.min(r2)),
-                "test_r2_max": float(np.max(r2)),
+                "test_score_mean": float(np.mean(score)),
+                "test_score_sd": float(np.std(score)),
+                "test_score_min": float(np.min(score)),
+                "test_score_max": float(np.max(score)),
                 "trainable": int(group[0]["trainable"]),
                 "wall_seconds": float(np.mean([g["wall_seconds"] for g in group])),
             }
@@ -38,7 +39,7 @@ def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown(summary: Sequence[dict[str, Any]]) -> str:
-    """One table per case: a row per method, test R² (mean ± sd over seeds) per fraction, trainable, wall s."""
+    """One table per case: a row per method, the test score (mean ± sd over seeds) per fraction, trainable, wall s."""
     lines = []
     for case in dict.fromkeys(s["case"] for s in summary):
         part = [s for s in summary if s["case"] == case]
@@ -48,19 +49,20 @@ def markdown(summary: Sequence[dict[str, Any]]) -> str:
         lines.append("|---" * (len(fractions) + 3) + "|")
         for method in dict.fromkeys(s["method"] for s in part):
             cells = {s["fraction"]: s for s in part if s["method"] == method}
-            r2 = [
-                f"{cells[f]['test_r2_mean']:.3f} ± {cells[f]['test_r2_sd']:.3f}" if f in cells else "–"
+            scores = [
+                f"{cells[f]['test_score_mean']:.3f} ± {cells[f]['test_score_sd']:.3f}" if f in cells else "–"
                 for f in fractions
             ]
             any_cell = next(iter(cells.values()))
             wall = np.mean([c["wall_seconds"] for c in cells.values()])
-            lines.append(f"| {method} | " + " | ".join(r2) + f" | {any_cell['trainable']:,} | {wall:.0f} |")
+            lines.append(f"| {method} | " + " | ".join(scores) + f" | {any_cell['trainable']:,} | {wall:.0f} |")
         lines.append("")
     return "\n".join(lines)
 
 
-def plot(summary: Sequence[dict[str, Any]], path: str) -> Figure:
-    """Test R² against the fraction of training data, one line per method, min–max band over seeds, per case."""
+def plot(summary: Sequence[dict[str, Any]], path: str, metric: str = "test R²") -> Figure:
+    """The test score against the fraction of training data, one line per method, min–max band over seeds, per
+    case; ``metric`` labels the y axis."""
     cases = list(dict.fromkeys(s["case"] for s in summary))
     fig = Figure(figsize=(5 * len(cases), 4))
     for i, case in enumerate(cases):
@@ -69,11 +71,11 @@ def plot(summary: Sequence[dict[str, Any]], path: str) -> Figure:
         for method in dict.fromkeys(s["method"] for s in part):
             pts = sorted((s for s in part if s["method"] == method), key=lambda s: s["fraction"])
             x = [100 * s["fraction"] for s in pts]
-            ax.plot(x, [s["test_r2_mean"] for s in pts], marker="o", label=method)
-            ax.fill_between(x, [s["test_r2_min"] for s in pts], [s["test_r2_max"] for s in pts], alpha=0.2)
+            ax.plot(x, [s["test_score_mean"] for s in pts], marker="o", label=method)
+            ax.fill_between(x, [s["test_score_min"] for s in pts], [s["test_score_max"] for s in pts], alpha=0.2)
         ax.set_xscale("log")
         ax.set_xlabel("training data of the new session (%)")
-        ax.set_ylabel("test R²")
+        ax.set_ylabel(metric)
         ax.set_title(case)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -81,14 +83,14 @@ def plot(summary: Sequence[dict[str, Any]], path: str) -> Figure:
     return fig
 
 
-def write_report(rows: Sequence[dict[str, Any]], workdir: str, base: str) -> dict[str, Any]:
+def write_report(rows: Sequence[dict[str, Any]], workdir: str, base: str, metric: str = "test R²") -> dict[str, Any]:
     """Writes ``study.json``, ``study.md`` and ``data_efficiency.png`` into ``workdir``; returns the JSON's content
-    plus ``markdown``."""
+    plus ``markdown``. ``metric`` names the cells' ``test_score`` (test R², or test accuracy for a task study)."""
     summary = summarise(rows)
     table = markdown(summary)
-    report = {"pretrained": base, "cells": list(rows), "summary": summary}
+    report = {"pretrained": base, "metric": metric, "cells": list(rows), "summary": summary}
     write_metrics_json(os.path.join(workdir, "study.json"), report)
     with open(os.path.join(workdir, "study.md"), "w", encoding="utf-8") as f:
-        f.write(f"# Transfer study\n\nPretrained checkpoint: `{base}`\n\n{table}")
-    plot(summary, os.path.join(workdir, "data_efficiency.png"))
+        f.write(f"# Transfer study\n\nPretrained checkpoint: `{base}`. Score: {metric}.\n\n{table}")
+    plot(summary, os.path.join(workdir, "data_efficiency.png"), metric)
     return {**report, "markdown": table}

@@ -13,6 +13,7 @@ r"""Transfer study: {scratch, UI, LoRA, FT, full} × training-data fractions × 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -27,18 +28,26 @@ from experiments import transfer_report
 from experiments.configs import pretrain as pretrain_config
 from possm_jax.possm import POSSM
 from possm_jax.train import corpus as corpus_lib
-from possm_jax.train import transfer
+from possm_jax.train import objectives, transfer
 from possm_jax.train.logging import write_metrics_json
 from possm_jax.train.loop import train_and_evaluate
-from possm_jax.train.run_config import model_config
 from possm_jax.train.setup import _pretrained_model  # the model and mask a finetuning run starts from
 
 CellFn = Callable[[ml_collections.ConfigDict, str], dict[str, Any]]
 
 
-def _base_config(study: ml_collections.ConfigDict, data_dir: str, steps: int, batch: int) -> ml_collections.ConfigDict:
-    c = pretrain_config.get_config(study.model)
-    c.data.dir = data_dir
+METRICS = {"": "r2_mean", "handwriting": "accuracy_mean"}
+"""The test score of a cell, by ``study.task``."""
+
+
+def _base_config(
+    study: ml_collections.ConfigDict, data_dir: str, steps: int, batch: int, task: str = ""
+) -> ml_collections.ConfigDict:
+    if task:  # the task's launcher config on its own corpus (synthetic unless its config names a directory)
+        c = importlib.import_module(f"experiments.configs.{task}").get_config(study.model)
+    else:
+        c = pretrain_config.get_config(study.model)
+        c.data.dir = data_dir
     c.train.num_steps, c.train.batch_size, c.train.log_every = steps, batch, 10
     c.eval.every = c.checkpoint.every = max(1, steps // 2)
     c.eval.strict = study.strict
@@ -47,7 +56,7 @@ def _base_config(study: ml_collections.ConfigDict, data_dir: str, steps: int, ba
 
 def cell_config(study: ml_collections.ConfigDict, data_dir: str, base: str, cell: dict) -> ml_collections.ConfigDict:
     """The run config of one cell (``cell``: case, method, fraction, seed)."""
-    c = _base_config(study, data_dir, study.steps, study.batch_size)
+    c = _base_config(study, data_dir, study.steps, study.batch_size, study.task)
     c.data.sessions, c.data.train_fraction = cell["case"], cell["fraction"]
     c.train.seed, c.train.lr_scale = cell["seed"], study.lr_scale[cell["method"]]
     if cell["method"] != "scratch":
@@ -58,12 +67,13 @@ def cell_config(study: ml_collections.ConfigDict, data_dir: str, base: str, cell
 
 def trainable_count(config: ml_collections.ConfigDict) -> int:
     """Parameters a cell trains at its first step (ft: before unfreezing; everything after)."""
-    recs = corpus_lib.select(corpus_lib.load_corpus(config.data.dir), config.data.sessions)
+    objective = objectives.get(config)
+    recs = corpus_lib.select(objectives.load_corpus(config.data), config.data.sessions)
     if config.transfer.checkpoint:
-        _, _, _, model, mask = _pretrained_model(config, recs)
+        _, _, _, model, mask = _pretrained_model(config, recs, objective)
     else:
         units, sessions = corpus_lib.build_vocabs(recs)
-        cfg = model_config(config)
+        cfg = objective.model_config(config)
         model = nnx.eval_shape(lambda: POSSM(cfg, len(units), len(sessions), rngs=nnx.Rngs(0)))
         mask = transfer.full_mask(nnx.state(model, nnx.Param))
     return transfer.trainable_count(nnx.state(model, nnx.Param), mask)
@@ -76,7 +86,7 @@ def train_cell(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any
         return {}
     test = result[config.eval.final_split]
     return {
-        "test_r2": test["r2_mean"],
+        "test_score": test[METRICS[config.get("task", {}).get("name", "")]],
         "test_strict_r2": test.get("strict_r2_mean"),
         "steps": result["step"],
         "wall_seconds": result["wall_seconds"],
@@ -123,6 +133,8 @@ def run_cells(
 def prepare(study: ml_collections.ConfigDict, workdir: str) -> tuple[str, str]:
     """``(data directory, pretrained checkpoint directory)``, generating and pretraining when not given."""
     data_dir = study.data.dir or os.path.join(workdir, "data")
+    if study.task and study.pretrained:  # the cells read the task's own corpus
+        return data_dir, study.pretrained
     if not study.data.dir and not os.path.exists(os.path.join(data_dir, "dataset.json")):
         write_corpus(study.data.synthetic, data_dir, seed=study.data.seed)
     if study.pretrained:
@@ -142,7 +154,7 @@ def run_study(study: ml_collections.ConfigDict, workdir: str, run_cell: CellFn =
     rows = run_cells(study, workdir, data_dir, base, run_cell)
     if rows is None:
         return {"preempted": True}
-    report = transfer_report.write_report(rows, workdir, base)
+    report = transfer_report.write_report(rows, workdir, base, "test accuracy" if study.task else "test R²")
     print(report["markdown"])
     return report
 

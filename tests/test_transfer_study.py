@@ -55,7 +55,7 @@ def test_a_killed_study_resumes_without_rerunning_finished_cells(tmp_path):
         if len(calls) == kill_at:
             raise KeyboardInterrupt
         r2 = 0.5 + config.data.train_fraction / 4 + (0.01 if config.transfer.mode == "lora" else 0.0)
-        return {"test_r2": r2, "test_strict_r2": None, "steps": 1, "wall_seconds": 2.0, "trainable": 7}
+        return {"test_score": r2, "test_strict_r2": None, "steps": 1, "wall_seconds": 2.0, "trainable": 7}
 
     study, workdir = _study(tmp_path), str(tmp_path / "study")
     with pytest.raises(KeyboardInterrupt):
@@ -67,7 +67,7 @@ def test_a_killed_study_resumes_without_rerunning_finished_cells(tmp_path):
     # Then only the killed and the never-started cells run, the killed one from a fresh directory,
     assert calls == [("ui", 1.0), ("lora", 1.0)]
     # and the report holds every cell: mean test R² per method and fraction (0.5 + fraction / 4, + 0.01 for lora).
-    summary = {(s["method"], s["fraction"]): s["test_r2_mean"] for s in report["summary"]}
+    summary = {(s["method"], s["fraction"]): s["test_score_mean"] for s in report["summary"]}
     assert summary == pytest.approx({("ui", 0.1): 0.525, ("lora", 0.1): 0.535, ("ui", 1.0): 0.75, ("lora", 1.0): 0.76})
     with open(os.path.join(workdir, "study.json"), encoding="utf-8") as f:
         assert len(json.load(f)["cells"]) == 4
@@ -88,3 +88,13 @@ def test_cell_configs_differ_only_in_what_the_cell_names(tmp_path):
     assert (c.transfer.checkpoint, c.transfer.mode, c.transfer.lora_rank) == ("base", "lora", study.lora_rank)
     scratch = transfer_study.cell_config(study, "d", "base", cell | {"method": "scratch"})
     assert scratch.transfer.checkpoint == "" and scratch.train.num_steps == c.train.num_steps
+
+
+def test_handwriting_study_cells_are_the_handwriting_launcher_finetuned_from_reaching():
+    study = study_config.get_config("handwriting")
+    cell = {"case": "all", "method": "ft", "fraction": 0.1, "seed": 0}
+    c = transfer_study.cell_config(study, "reaching_data", "base", cell)
+    assert c.task.name == "handwriting" and c.data.synthetic == "handwriting" and c.data.dir == ""
+    assert (c.transfer.checkpoint, c.transfer.mode, c.transfer.partial) == ("base", "ft", True)
+    assert c.transfer.unfreeze_step == study.steps // 2 and c.data.train_fraction == 0.1
+    assert transfer_study.METRICS[c.task.name] == "accuracy_mean"

@@ -6,6 +6,10 @@ r"""Config for the transfer study (``experiments/transfer_study.py``, docs/train
 transfer``: fewer fractions, one seed, short runs; minutes on two CPU cores). ``pretrained`` empty: the study
 generates the ``transfer`` synthetic corpus and pretrains on it first; otherwise its cells start from that
 checkpoint directory and read ``data.dir``.
+
+``handwriting``: transfer from reaching to another task. The cells train on the synthetic handwriting corpus with
+the handwriting launcher config (``task``), from scratch or finetuned (``ft``) from the reaching checkpoint, at 10 %,
+20 % and 100 % of the training trials; the score is test accuracy instead of R².
 """
 
 import ml_collections
@@ -20,8 +24,8 @@ def get_config(arg: str = "full") -> ml_collections.ConfigDict:
     Raises:
         ValueError: unknown ``arg``.
     """
-    if arg not in ("full", "small"):
-        raise ValueError(f"transfer_study config {arg!r} unknown; use 'full' or 'small'")
+    if arg not in ("full", "small", "handwriting"):
+        raise ValueError(f"transfer_study config {arg!r} unknown; use 'full', 'small' or 'handwriting'")
     small = arg == "small"
     c = ml_collections.ConfigDict()
     c.model = "possm_small"  # model preset of pretraining and of the scratch cells
@@ -38,5 +42,15 @@ def get_config(arg: str = "full") -> ml_collections.ConfigDict:
     c.lr_scale = dict(scratch=2.0, ui=4.0, lora=4.0, ft=2.0, full=2.0)
     c.lora_rank = 32
     c.strict = False  # also evaluate strictly causal (twice the evaluation time)
+    c.task = ""  # "": reaching cells on the held-out sessions; "handwriting": cells of that launcher config
+    if arg == "handwriting":
+        c.task, c.cases, c.methods, c.fractions, c.seeds = (
+            "handwriting",
+            ("all",),
+            ("scratch", "ft"),
+            (0.1, 0.2, 1.0),
+            (0,),
+        )
+        c.steps, c.lr_scale = 1000, dict(scratch=2.0, ft=2.0)
     c.lock()
     return c
