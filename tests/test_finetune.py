@@ -6,6 +6,7 @@ import pytest
 from flax import nnx
 
 from possm_jax.config import get_preset
+from possm_jax.lora import LoRAPOSSM
 from possm_jax.possm import POSSM
 from possm_jax.train import loop, model_io, transfer
 from possm_jax.train.state import param_paths
@@ -127,6 +128,8 @@ def test_transfer_to_another_task_carries_what_fits_and_trains_the_rest():
     assert not any(p.startswith("decoder/readouts/cursor") for p in after)
     assert np.flatnonzero(flat_mask[transfer.UNIT_TABLE][:, 0]).tolist() == [1, 2, 3]
     assert np.flatnonzero(flat_mask[transfer.SESSION_TABLE][:, 0]).tolist() == [1]
-    # and LoRA, which keeps the base model whole, refuses another model.
+    # and LoRA, which keeps the base model whole, refuses another model but takes the checkpoint's own.
     with pytest.raises(ValueError, match="transfer.mode=lora"):
         transfer.transfer_model(pre, (old_u, old_s), (new_u, new_s), seed=1, mode="lora", lora_rank=2, config=target)
+    same, _ = transfer.transfer_model(pre, (old_u, old_s), (new_u, new_s), 1, "lora", lora_rank=2, config=pre.config)
+    assert isinstance(same, LoRAPOSSM)

@@ -143,9 +143,10 @@ def transfer_model(
         ``(model, mask)``: a :class:`~possm_jax.possm.POSSM`, or for ``lora`` a :class:`~possm_jax.lora.LoRAPOSSM`.
 
     Raises:
-        ValueError: ``lora`` with a different ``config`` (LoRA keeps the whole base model frozen).
+        ValueError: ``lora`` with a ``config`` other than the pretrained one (LoRA keeps the whole base model).
     """
-    if config is not None and check_mode(mode) == "lora":
+    partial = config is not None and config != pretrained.config
+    if partial and check_mode(mode) == "lora":
         raise ValueError(
             "transfer.mode=lora: LoRA keeps the pretrained model whole, so the run's model must be the checkpoint's; "
             "use ui, ft or full to transfer to a different task"
@@ -153,7 +154,6 @@ def transfer_model(
     model = POSSM(config or pretrained.config, len(new[0]), len(new[1]), rngs=nnx.Rngs(seed))
     params = nnx.state(model, nnx.Param)
     pre, target = nnx.to_pure_dict(nnx.state(pretrained, nnx.Param)), nnx.to_pure_dict(params)
-    partial = config is not None
     carried, fresh_units, fresh_sessions = transfer_params(pre, target, old, new, jax.random.PRNGKey(seed), partial)
     nnx.replace_by_pure_dict(params, carried)
     nnx.update(model, params)
