@@ -1,5 +1,7 @@
 """Transfer: vocabulary carry-over by string id, masks, and UI training only the new rows end to end."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -133,3 +135,7 @@ def test_transfer_to_another_task_carries_what_fits_and_trains_the_rest():
         transfer.transfer_model(pre, (old_u, old_s), (new_u, new_s), seed=1, mode="lora", lora_rank=2, config=target)
     same, _ = transfer.transfer_model(pre, (old_u, old_s), (new_u, new_s), 1, "lora", lora_rank=2, config=pre.config)
     assert isinstance(same, LoRAPOSSM)
+    # A model of other sizes, into which nothing would carry, is refused with the fields to set.
+    other = dataclasses.replace(target, dim=48, backbone=dataclasses.replace(target.backbone, hidden=96))
+    with pytest.raises(ValueError, match="model.dim"):
+        transfer.transfer_model(pre, (old_u, old_s), (new_u, new_s), seed=1, mode="ui", config=other)

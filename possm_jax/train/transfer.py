@@ -28,6 +28,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from absl import logging
 from flax import nnx
 
 from possm_jax.config import POSSMConfig
@@ -95,7 +96,8 @@ def transfer_params(
         were freshly initialised (those that ``ui`` trains).
 
     Raises:
-        ValueError: without ``partial``, the two models differ in something other than the table sizes.
+        ValueError: without ``partial``, the two models differ in something other than the table sizes; with it,
+            no parameter but the tables fits.
     """
     flat_pre, flat_new = _flatten(pretrained), _flatten(target)
     if not partial and set(flat_pre) != set(flat_new):
@@ -103,6 +105,11 @@ def transfer_params(
             f"pretrained checkpoint parameters differ from the model's: {sorted(set(flat_pre) ^ set(flat_new))}"
         )
     fresh = fresh_paths(pretrained, target)
+    if partial and len(fresh) == len(flat_new) - 2:
+        raise ValueError(
+            "transfer.partial: no pretrained parameter fits the run's model (the tables aside), so nothing would be "
+            "carried; give the run the checkpoint's sizes (model.dim, model.backbone.hidden, model.ffn_mult)"
+        )
     out = {}
     for path, value in flat_new.items():
         if path in (UNIT_TABLE, SESSION_TABLE):
@@ -162,6 +169,8 @@ def transfer_model(
         model = LoRAPOSSM(model, fresh_units, fresh_sessions, lora_rank, digest, rngs=nnx.Rngs(seed))
         return model, trainable_mask(nnx.state(model, nnx.Param), train=True)
     fresh = fresh_paths(pre, target) if partial else set()
+    if partial:
+        logging.info("transfer.partial: %d parameter tensors are fresh: %s", len(fresh), sorted(fresh))
     return model, transfer_mask(params, mode, fresh_units, fresh_sessions, fresh)
 
 
