@@ -8,8 +8,8 @@ generates the ``transfer`` synthetic corpus and pretrains on it first; otherwise
 checkpoint directory and read ``data.dir``.
 
 ``handwriting``: transfer from reaching to another task. The cells train on the synthetic handwriting corpus with
-the handwriting launcher config (``task``), from scratch or finetuned (``ft``) from the reaching checkpoint, at 10 %,
-20 % and 100 % of the training trials; the score is test accuracy instead of R².
+the handwriting launcher config (``task``), from scratch or finetuned (``ft``, ``full``) from the reaching checkpoint,
+at 10 %, 20 % and 100 % of the training trials; the score is test accuracy instead of R².
 """
 
 import ml_collections
@@ -44,13 +44,7 @@ def get_config(arg: str = "full") -> ml_collections.ConfigDict:
     c.strict = False  # also evaluate strictly causal (twice the evaluation time)
     c.task = ""  # "": reaching cells on the held-out sessions; "handwriting": cells of that launcher config
     if arg == "handwriting":
-        c.task, c.cases, c.methods, c.fractions, c.seeds = (
-            "handwriting",
-            ("all",),
-            ("scratch", "ft"),
-            (0.1, 0.2, 1.0),
-            (0,),
-        )
-        c.steps, c.lr_scale = 1000, dict(scratch=2.0, ft=2.0)
+        c.task, c.cases, c.fractions, c.seeds = "handwriting", ("all",), (0.1, 0.2, 1.0), (0,)
+        c.methods, c.steps, c.lr_scale = ("scratch", "ft", "full"), 1000, dict(scratch=2.0, ft=2.0, full=2.0)
     c.lock()
     return c
