@@ -36,10 +36,6 @@ from possm_jax.train.setup import _pretrained_model  # the model and mask a fine
 CellFn = Callable[[ml_collections.ConfigDict, str], dict[str, Any]]
 
 
-METRICS = {"": "r2_mean", "handwriting": "accuracy_mean"}
-"""The test score of a cell, by ``study.task``."""
-
-
 def _base_config(
     study: ml_collections.ConfigDict, data_dir: str, steps: int, batch: int, task: str = ""
 ) -> ml_collections.ConfigDict:
@@ -85,8 +81,9 @@ def train_cell(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any
     if result.get("preempted"):
         return {}
     test = result[config.eval.final_split]
+    _, score = objectives.get(config).score(test, config, result["step"])  # R² (reaching), accuracy (handwriting)
     return {
-        "test_score": test[METRICS[config.get("task", {}).get("name", "")]],
+        "test_score": score,
         "test_strict_r2": test.get("strict_r2_mean"),
         "steps": result["step"],
         "wall_seconds": result["wall_seconds"],
@@ -133,9 +130,8 @@ def run_cells(
 def prepare(study: ml_collections.ConfigDict, workdir: str) -> tuple[str, str]:
     """``(data directory, pretrained checkpoint directory)``, generating and pretraining when not given."""
     data_dir = study.data.dir or os.path.join(workdir, "data")
-    if study.task and study.pretrained:  # the cells read the task's own corpus
-        return data_dir, study.pretrained
-    if not study.data.dir and not os.path.exists(os.path.join(data_dir, "dataset.json")):
+    needed = not (study.task and study.pretrained)  # by pretraining and reaching cells; task cells read their own
+    if needed and not study.data.dir and not os.path.exists(os.path.join(data_dir, "dataset.json")):
         write_corpus(study.data.synthetic, data_dir, seed=study.data.seed)
     if study.pretrained:
         return data_dir, study.pretrained

@@ -10,7 +10,7 @@ from data_pipeline.synth.presets import ReachingPreset
 from data_pipeline.synth.sessions import plan_subject, session_specs
 from experiments import transfer_study
 from experiments.configs import transfer_study as study_config
-from possm_jax.train import corpus
+from possm_jax.train import corpus, objectives
 
 
 def test_heldout_subject_has_only_heldout_sessions_and_its_own_dynamics():
@@ -97,4 +97,5 @@ def test_handwriting_study_cells_are_the_handwriting_launcher_finetuned_from_rea
     assert c.task.name == "handwriting" and c.data.synthetic == "handwriting" and c.data.dir == ""
     assert (c.transfer.checkpoint, c.transfer.mode, c.transfer.partial) == ("base", "ft", True)
     assert c.transfer.unfreeze_step == study.steps // 2 and c.data.train_fraction == 0.1
-    assert transfer_study.METRICS[c.task.name] == "accuracy_mean"
+    _, score = objectives.get(c).score({"accuracy_mean": 0.7, "top3_mean": 0.9}, c, study.steps)
+    assert score == 0.7  # the cell's test score is its accuracy
