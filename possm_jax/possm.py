@@ -272,11 +272,11 @@ class POSSM(nnx.Module):
         """The encoder part of :meth:`step`: one chunk's tokens -> latents [b, m * d] (arguments as there)."""
         omega = self.rope.omega[...]
         spike_time, spike_mask = jnp.asarray(chunk["spike_time"]), jnp.asarray(chunk["spike_mask"])
+        bias = self._count_logit(chunk)
         if tables is not None and tables.unit_keys is not None:
             unit = jnp.asarray(chunk["spike_unit"])
             kv = (tables.unit_keys[unit], tables.unit_values[unit])
-            return self.encoder.chunk(spike_time, spike_mask, omega, kv=kv)
-        bias = self._count_logit(chunk)
+            return self.encoder.chunk(spike_time, spike_mask, omega, kv=kv, logit_bias=bias)
         return self.encoder.chunk(spike_time, spike_mask, omega, tokens=self._tokens(chunk), logit_bias=bias)
 
     def stream_decode(

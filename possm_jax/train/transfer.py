@@ -168,8 +168,9 @@ def transfer_model(
         digest = params_digest(pretrained)
         model = LoRAPOSSM(model, fresh_units, fresh_sessions, lora_rank, digest, rngs=nnx.Rngs(seed))
         return model, trainable_mask(nnx.state(model, nnx.Param), train=True)
-    fresh = fresh_paths(pre, target) if partial else set()
+    fresh = set()
     if partial:
+        fresh = fresh_paths(pre, target)
         logging.info("transfer.partial: %d parameter tensors are fresh: %s", len(fresh), sorted(fresh))
     return model, transfer_mask(params, mode, fresh_units, fresh_sessions, fresh)
 
