@@ -7,11 +7,8 @@ import json
 import os
 import signal
 
-import jax
 import numpy as np
 import pytest
-from flax import nnx
-from jax._src import compilation_cache
 
 from data_pipeline.store_writer import write_recording
 from data_pipeline.synth import speech as synth_speech
@@ -22,25 +19,13 @@ from experiments.configs import evaluate as evaluate_config
 from experiments.configs import handwriting as handwriting_config
 from experiments.configs import speech as speech_config
 from experiments.finetune import finetune
-from possm_jax.train import loop, model_io, transfer
+from possm_jax.train import loop, model_io
 from possm_jax.train.logging import read_scalars
+from tests.test_finetune import _flat
 from tests.test_loop import tiny_config
 
 STEPS = 4
 SPEECH_CHANNELS = 32  # fewer than the 256 of a speech array: 8x fewer tokens, and task.num_channels is exercised
-
-
-@pytest.fixture(scope="module", autouse=True)
-def persistent_cache(tmp_path_factory):
-    """The runs of a test compile the same programs: a persistent cache compiles each once (reset afterwards)."""
-    before = jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    compilation_cache.reset_cache()  # the cache is set up once per process: make it read the new directory
-    yield
-    jax.config.update("jax_compilation_cache_dir", before[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
-    compilation_cache.reset_cache()
 
 
 def _write(sessions, directory) -> str:
@@ -193,14 +178,10 @@ def test_handwriting_finetunes_from_a_reaching_checkpoint(data, tmp_path):
 
     # Then the carried recurrent weights stay the pretrained ones up to the unfreezing and train after it, while the
     # new readout trains from the first step.
-    pre = _params(str(tmp_path / "reaching" / "checkpoints"), None)
-    steps = {s: _params(str(tmp_path / "handwriting" / "checkpoints"), s) for s in (1, 2, STEPS)}
+    pre = _flat(model_io.load_checkpoint(str(tmp_path / "reaching" / "checkpoints"))[0])
+    finetuned = str(tmp_path / "handwriting" / "checkpoints")
+    steps = {s: _flat(model_io.load_checkpoint(finetuned, step=s)[0]) for s in (1, 2, STEPS)}
     carried, readout = "backbone/layers/0/w_hh", "decoder/readouts/handwriting_character/kernel"
     np.testing.assert_array_equal(steps[2][carried], pre[carried])
     assert np.any(steps[STEPS][carried] != pre[carried])
     assert np.any(steps[1][readout] != steps[2][readout])
-
-
-def _params(checkpoint_dir: str, step: int | None) -> dict[str, np.ndarray]:
-    model = model_io.load_checkpoint(checkpoint_dir, step=step)[0]
-    return {k: np.asarray(v) for k, v in transfer._flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param))).items()}
