@@ -34,6 +34,7 @@ import numpy as np
 
 from data_pipeline import binned_tokens as bt
 from data_pipeline.buckets import next_pow2
+from data_pipeline.count_augment import CountAugment
 from data_pipeline.recording import Recording
 from data_pipeline.tokenize import check_unit_index
 from data_pipeline.windows import eval_trials, trial_num_chunks
@@ -69,13 +70,14 @@ class Example:
 @dataclasses.dataclass(frozen=True)
 class HandwritingLayout:
     """Handwriting windows: ``window_chunks`` bins from ``before_go`` s before the go cue, the last ``pool_chunks``
-    queried; training windows shift by up to ``jitter_chunks`` bins either way."""
+    queried; training windows shift by up to ``jitter_chunks`` bins either way and are perturbed by ``augment``."""
 
     bin_width: float
     before_go: float
     window_chunks: int
     pool_chunks: int
     jitter_chunks: int = 0
+    augment: CountAugment = CountAugment()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,12 +138,19 @@ def _row_counts(session: BinnedSession, t0: float, num_chunks: int, bin_width: f
     return bt.window_counts(session.recording, t0, num_chunks, bin_width)
 
 
-def handwriting_row(session: BinnedSession, ex: Example, layout: HandwritingLayout, shift: int = 0) -> dict:
-    """One handwriting example as unpadded arrays (window moved by ``shift`` bins)."""
+def handwriting_row(
+    session: BinnedSession, ex: Example, layout: HandwritingLayout, shift: int = 0,
+    rng: np.random.Generator | None = None,
+) -> dict:  # fmt: skip
+    """One handwriting example as unpadded arrays (window moved by ``shift`` bins; augmented when ``rng`` is given)."""
     c, p, w = layout.window_chunks, layout.pool_chunks, layout.bin_width
     chunk, row, count = _row_counts(session, ex.t0 + shift * w, c, w)
+    tokens = bt.tokens(chunk, row, count, session.unit_index, w)
+    if rng is not None and layout.augment.active:
+        keep, value = layout.augment.apply(row, tokens["spike_value"], len(session.recording.unit_ids), rng)
+        tokens = {k: v[keep] for k, v in (tokens | {"spike_value": value}).items()}
     return {
-        **bt.tokens(chunk, row, count, session.unit_index, w),
+        **tokens,
         "chunk_mask": np.ones(c, bool),
         "session": np.int32(session.session_index),
         "query_chunk": np.arange(c - p, c, dtype=np.int32),
@@ -190,10 +199,11 @@ HANDWRITING_AXES = _AXES | {"label": ""}
 SPEECH_AXES = _AXES | {"counts_target": "q", "ctc_mask": "t", "labels": "l", "label_mask": "l"}
 
 
-def handwriting_batch(sessions, examples, layout: HandwritingLayout, sizes: dict, shifts=None) -> dict:
-    """A padded handwriting batch (``sizes``: ``b``, ``s``; ``c``/``q`` follow the layout)."""
+def handwriting_batch(sessions, examples, layout: HandwritingLayout, sizes: dict, shifts=None, rng=None) -> dict:
+    """A padded handwriting batch (``sizes``: ``b``, ``s``; ``c``/``q`` follow the layout; ``rng`` augments)."""
     shifts = np.zeros(len(examples), int) if shifts is None else shifts
-    rows = [handwriting_row(sessions[e.session], e, layout, int(k)) for e, k in zip(examples, shifts, strict=True)]
+    pairs = zip(examples, shifts, strict=True)
+    rows = [handwriting_row(sessions[e.session], e, layout, int(k), rng) for e, k in pairs]
     return bt.pad_rows(rows, {**sizes, "c": layout.window_chunks, "q": layout.pool_chunks}, HANDWRITING_AXES)
 
 
@@ -271,7 +281,8 @@ def handwriting_train_dataset(
     batch_size: int,
     seed: int,
 ) -> EpochBatches:
-    """Training batches of go-aligned windows, each shifted by a random ``[-jitter, jitter]`` bins.
+    """Training batches of go-aligned windows, each shifted by a random ``[-jitter, jitter]`` bins and augmented by
+    ``layout.augment``.
 
     The spike axis is fixed for the run: the most tokens any jittered window of the examples can hold.
     """
@@ -281,7 +292,7 @@ def handwriting_train_dataset(
 
     def make(_: int, ids: np.ndarray, rng: np.random.Generator) -> dict:
         shifts = rng.integers(-j, j + 1, len(ids))
-        return handwriting_batch(sessions, [examples[i] for i in ids], layout, sizes, shifts)
+        return handwriting_batch(sessions, [examples[i] for i in ids], layout, sizes, shifts, rng)
 
     return EpochBatches([np.arange(len(examples))], batch_size, seed, make)
 

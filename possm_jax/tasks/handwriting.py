@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipeline.count_augment import CountAugment
 from data_pipeline.recording import Recording
 from data_pipeline.synth.handwriting import CHARACTERS
 from data_pipeline.trial_batches import (
@@ -63,6 +64,10 @@ class HandwritingConfig:
         window: window length in seconds (a multiple of ``bin_width``).
         pool: seconds at the end of the window whose queries read the class (a multiple of ``bin_width``).
         jitter: training windows shift by a random whole number of bins in ``[-jitter, jitter]`` seconds.
+        channel_dropout: training windows drop each channel with a probability drawn from ``U[0, channel_dropout]``.
+        channel_gain: training windows scale each channel's values by ``exp(channel_gain · N(0, 1))``.
+        token_noise: training windows scale each token's value by ``exp(token_noise · N(0, 1))``
+            (the three augmentations: :mod:`data_pipeline.count_augment`).
         num_latents: M latents per chunk.
         depth: in-chunk self-attention layers over the latents (>= 1).
         go_column: column of ``intervals["trials"]`` holding the go-cue time.
@@ -75,6 +80,9 @@ class HandwritingConfig:
     window: float = 1.5
     pool: float = 0.3
     jitter: float = 0.05
+    channel_dropout: float = 0.0
+    channel_gain: float = 0.0
+    token_noise: float = 0.0
     num_latents: int = 4
     depth: int = 1
     go_column: str = "go_cue_time"
@@ -95,13 +103,18 @@ class HandwritingConfig:
         for ok, field, problem in checks:
             if not ok:
                 raise ValueError(f"HandwritingConfig.{field}={getattr(self, field)!r}: {problem}.")
+        try:
+            CountAugment(self.channel_dropout, self.channel_gain, self.token_noise)
+        except ValueError as e:
+            raise ValueError(f"HandwritingConfig.{e}") from None
 
     @property
     def layout(self) -> HandwritingLayout:
         """The data layout these settings give."""
         w = self.bin_width
+        augment = CountAugment(self.channel_dropout, self.channel_gain, self.token_noise)
         return HandwritingLayout(
-            w, self.before_go, _whole(self.window, w), _whole(self.pool, w), int(round(self.jitter / w))
+            w, self.before_go, _whole(self.window, w), _whole(self.pool, w), int(round(self.jitter / w)), augment
         )
 
 
