@@ -112,6 +112,24 @@ def _time_steps(step_fn: Callable, state: Any, batches: list, steps: int) -> tup
     return compile_s, times
 
 
+def training_batches(batch_size: int, count: int = 4) -> tuple[int, list[dict], list[dict]]:
+    """``(units, raw, packed)``: ``count`` training batches of one centre-out session (host arrays).
+
+    ``packed`` holds them packed as the training loop does, all at the widest packed size (one compilation, as in a
+    run after warm-up); the model needs ``units + 1`` unit rows and 2 session rows.
+    """
+    from data_pipeline.packing import pack_spikes, packed_width
+    from data_pipeline.pipeline import make_train_iterator
+    from data_pipeline.tokenize import TokenizerConfig
+
+    rec = bench_accuracy.centre_out_sessions(1)[0]
+    u, cfg = len(rec.unit_ids), TokenizerConfig()
+    iterator = make_train_iterator([rec], [(np.arange(1, u + 1, dtype=np.int32), 1)], cfg, batch_size, 0, prefetch=0)
+    raw = [next(iterator) for _ in range(count)]
+    width = max(packed_width(b, 1) for b in raw)
+    return u, raw, [pack_spikes(b, width=width) for b in raw]
+
+
 def training_throughput(
     batch_size: int, steps: int, log: Callable[[str], None], dtypes: tuple[str, ...] = ("float32",)
 ) -> dict:
@@ -130,22 +148,14 @@ def training_throughput(
     import jax.numpy as jnp
     from flax import nnx
 
-    from data_pipeline.packing import pack_spikes, packed_width
-    from data_pipeline.pipeline import make_train_iterator
-    from data_pipeline.tokenize import TokenizerConfig
     from possm_jax.config import get_preset
     from possm_jax.possm import POSSM
     from possm_jax.train.loss import multitask_loss
     from possm_jax.train.optim import reference_lamb
     from possm_jax.train.setup import init_training
 
-    rec = bench_accuracy.centre_out_sessions(1)[0]
-    u, cfg = len(rec.unit_ids), TokenizerConfig()
-    iterator = make_train_iterator([rec], [(np.arange(1, u + 1, dtype=np.int32), 1)], cfg, batch_size, 0, prefetch=0)
-    raw = [next(iterator) for _ in range(4)]
-    # Packed as the training loop does, all at the widest packed size (one compilation, as in a run after warm-up).
-    width = max(packed_width(b, 1) for b in raw)
-    batches = [{k: jnp.asarray(v) for k, v in pack_spikes(b, width=width).items()} for b in raw]
+    u, raw, packed = training_batches(batch_size)
+    batches = [{k: jnp.asarray(v) for k, v in b.items()} for b in packed]
     by_dtype = {}
     for dtype in dtypes:
         model = POSSM(get_preset("possm_small"), u + 1, 2, rngs=nnx.Rngs(0))
