@@ -70,7 +70,8 @@ class Example:
 @dataclasses.dataclass(frozen=True)
 class HandwritingLayout:
     """Handwriting windows: ``window_chunks`` bins from ``before_go`` s before the go cue, the last ``pool_chunks``
-    queried; training windows shift by up to ``jitter_chunks`` bins either way and are perturbed by ``augment``."""
+    queried; training windows shift by up to ``jitter_chunks`` bins either way and, from epoch
+    ``augment_from_epoch`` on, are perturbed by ``augment``."""
 
     bin_width: float
     before_go: float
@@ -78,6 +79,7 @@ class HandwritingLayout:
     pool_chunks: int
     jitter_chunks: int = 0
     augment: CountAugment = CountAugment()
+    augment_from_epoch: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,7 +229,7 @@ class EpochBatches(grain.MapDataset):
         groups: example ids per length group (every batch comes from one group, so it pads to that group's sizes).
         batch_size: examples per batch.
         seed: data seed.
-        make_batch: ``(group, example ids, rng) -> batch``.
+        make_batch: ``(group, example ids, rng, epoch) -> batch``.
     """
 
     def __init__(
@@ -235,7 +237,7 @@ class EpochBatches(grain.MapDataset):
         groups: Sequence[np.ndarray],
         batch_size: int,
         seed: int,
-        make_batch: Callable[[int, np.ndarray, np.random.Generator], dict],
+        make_batch: Callable[[int, np.ndarray, np.random.Generator, int], dict],
     ):
         super().__init__()
         if batch_size < 1:
@@ -271,7 +273,7 @@ class EpochBatches(grain.MapDataset):
             return self.slice(index)
         epoch, k = divmod(int(index), self.per_epoch)
         group, ids = self.plan(epoch)[k]
-        return self.make_batch(group, ids, np.random.default_rng([self.seed, int(index), 1]))
+        return self.make_batch(group, ids, np.random.default_rng([self.seed, int(index), 1]), epoch)
 
 
 def handwriting_train_dataset(
@@ -281,8 +283,8 @@ def handwriting_train_dataset(
     batch_size: int,
     seed: int,
 ) -> EpochBatches:
-    """Training batches of go-aligned windows, each shifted by a random ``[-jitter, jitter]`` bins and augmented by
-    ``layout.augment``.
+    """Training batches of go-aligned windows, each shifted by a random ``[-jitter, jitter]`` bins and, from epoch
+    ``layout.augment_from_epoch`` on, augmented by ``layout.augment``.
 
     The spike axis is fixed for the run: the most tokens any jittered window of the examples can hold.
     """
@@ -290,9 +292,10 @@ def handwriting_train_dataset(
     most = max(num_tokens(sessions[e.session], e.t0 - j * w, e.num_chunks + 2 * j, w) for e in examples)
     sizes = {"b": batch_size, "s": bt.round_up(most, TOKEN_ROUND)}
 
-    def make(_: int, ids: np.ndarray, rng: np.random.Generator) -> dict:
+    def make(_: int, ids: np.ndarray, rng: np.random.Generator, epoch: int) -> dict:
         shifts = rng.integers(-j, j + 1, len(ids))
-        return handwriting_batch(sessions, [examples[i] for i in ids], layout, sizes, shifts, rng)
+        augment = rng if epoch >= layout.augment_from_epoch else None
+        return handwriting_batch(sessions, [examples[i] for i in ids], layout, sizes, shifts, augment)
 
     return EpochBatches([np.arange(len(examples))], batch_size, seed, make)
 
@@ -311,7 +314,7 @@ def speech_train_dataset(
         for c in lengths
     ]
 
-    def make(group: int, ids: np.ndarray, _: np.random.Generator) -> dict:
+    def make(group: int, ids: np.ndarray, *_) -> dict:
         return speech_batch(sessions, [examples[i] for i in ids], layout, sizes[group])
 
     return EpochBatches([np.flatnonzero(padded == c) for c in lengths], batch_size, seed, make)

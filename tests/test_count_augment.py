@@ -82,7 +82,19 @@ def test_gain_is_one_factor_per_channel_and_token_noise_one_per_token():
     assert np.std(per_token.reshape(channels, 4).mean(1)) == pytest.approx(0.4 / 2, rel=0.08)  # independent tokens
 
 
-@pytest.mark.parametrize("field, bad", [("channel_dropout", 1.0), ("channel_gain", -0.1), ("token_noise", -1.0)])
+BAD = [("channel_dropout", 1.0), ("channel_gain", -0.1), ("token_noise", -1.0), ("augment_from_epoch", -1)]
+
+
+@pytest.mark.parametrize("field, bad", BAD)
 def test_bad_augmentation_names_the_field(field, bad):
     with pytest.raises(ValueError, match=f"HandwritingConfig.{field}="):
         handwriting.HandwritingConfig(**{field: bad})
+
+
+def test_augmentation_starts_at_its_epoch():
+    # 3 examples in batches of 3: one batch per epoch, so batch k is epoch k
+    clean, late = _dataset(), _dataset(channel_dropout=0.9, token_noise=0.3, augment_from_epoch=2)
+    for k in (0, 1):
+        for key in clean[k]:
+            np.testing.assert_array_equal(clean[k][key], late[k][key])
+    assert late[2]["spike_mask"].sum() < clean[2]["spike_mask"].sum()

@@ -68,6 +68,8 @@ class HandwritingConfig:
         channel_gain: training windows scale each channel's values by ``exp(channel_gain · N(0, 1))``.
         token_noise: training windows scale each token's value by ``exp(token_noise · N(0, 1))``
             (the three augmentations: :mod:`data_pipeline.count_augment`).
+        augment_from_epoch: training epochs (passes over the training trials) before the augmentation starts; the
+            model first leaves the chance plateau on clean windows (``docs/tasks.md``).
         num_latents: M latents per chunk.
         depth: in-chunk self-attention layers over the latents (>= 1).
         go_column: column of ``intervals["trials"]`` holding the go-cue time.
@@ -83,6 +85,7 @@ class HandwritingConfig:
     channel_dropout: float = 0.0
     channel_gain: float = 0.0
     token_noise: float = 0.0
+    augment_from_epoch: int = 0
     num_latents: int = 4
     depth: int = 1
     go_column: str = "go_cue_time"
@@ -99,6 +102,7 @@ class HandwritingConfig:
                 "must be a positive multiple of bin_width no longer than window",
             ),  # fmt: skip
             (self.jitter >= 0, "jitter", "must be >= 0 seconds"),
+            (self.augment_from_epoch >= 0, "augment_from_epoch", "must be >= 0 epochs"),
         ]
         for ok, field, problem in checks:
             if not ok:
@@ -113,9 +117,8 @@ class HandwritingConfig:
         """The data layout these settings give."""
         w = self.bin_width
         augment = CountAugment(self.channel_dropout, self.channel_gain, self.token_noise)
-        return HandwritingLayout(
-            w, self.before_go, _whole(self.window, w), _whole(self.pool, w), int(round(self.jitter / w)), augment
-        )
+        chunks = _whole(self.window, w), _whole(self.pool, w), int(round(self.jitter / w))
+        return HandwritingLayout(w, self.before_go, *chunks, augment, self.augment_from_epoch)
 
 
 def _whole(seconds: float, bin_width: float) -> int:
