@@ -40,6 +40,8 @@ from possm_jax.possm import POSSM
 from possm_jax.train.loss import multitask_loss
 from possm_jax.train.optim import reference_lamb
 from possm_jax.train.setup import init_training
+from possm_jax.train.step import train_step
+from possm_jax.xla_options import cpu_compiler_options
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "runs/profile", "Output folder.")
@@ -75,8 +77,9 @@ def phase_functions(model: POSSM, tx: optax.GradientTransformation, loss_fn: Cal
         m = merged(p)
         return loss_fn(m.decoder.readout(m.decoder.attend(*m.decoder_inputs(b, context))), b)[0]
 
-    latents = jax.jit(encode)(params, batch)
-    context = jax.jit(backbone)(params, latents)
+    jit = functools.partial(jax.jit, compiler_options=cpu_compiler_options())
+    latents = jit(encode)(params, batch)
+    context = jit(backbone)(params, latents)
     key_l, key_c = jax.random.split(jax.random.key(0))
     cot_latents = jax.random.normal(key_l, latents.shape, latents.dtype)
     cot_context = jax.random.normal(key_c, context.shape, context.dtype)
@@ -93,13 +96,13 @@ def phase_functions(model: POSSM, tx: optax.GradientTransformation, loss_fn: Cal
         return optax.apply_updates(p, updates), opt_state
 
     return {
-        "encoder fwd": (jax.jit(encode), (params, batch)),
-        "encoder fwd+bwd": (jax.jit(encode_bwd), (params, batch, cot_latents)),
-        "backbone fwd": (jax.jit(backbone), (params, latents)),
-        "backbone fwd+bwd": (jax.jit(backbone_bwd), (params, latents, cot_context)),
-        "decoder + loss fwd": (jax.jit(head), (params, context, batch)),
-        "decoder + loss fwd+bwd": (jax.jit(jax.grad(head, argnums=(0, 1))), (params, context, batch)),
-        "optimizer": (jax.jit(update), (grads, tx.init(params), params)),
+        "encoder fwd": (jit(encode), (params, batch)),
+        "encoder fwd+bwd": (jit(encode_bwd), (params, batch, cot_latents)),
+        "backbone fwd": (jit(backbone), (params, latents)),
+        "backbone fwd+bwd": (jit(backbone_bwd), (params, latents, cot_context)),
+        "decoder + loss fwd": (jit(head), (params, context, batch)),
+        "decoder + loss fwd+bwd": (jit(jax.grad(head, argnums=(0, 1))), (params, context, batch)),
+        "optimizer": (jit(update), (grads, tx.init(params), params)),
     }
 
 
@@ -148,8 +151,11 @@ def profile_preset(preset: str, batch_size: int, steps: int, trace_dir: str | No
     phases = {"host→device batch": time_transfer(packed[0], steps)}
     for name, (fn, args) in phase_functions(model, tx, loss_fn, batch).items():
         phases[name] = time_phase(fn, args, steps)
-    _, state, step_fn = init_training(model, tx, loss_fn, donate=False)
+    graphdef, state, step_fn = init_training(model, tx, loss_fn, donate=False)
     whole = time_phase(step_fn, (state, batch, jax.random.key(0)), steps)
+    # The same step compiled with XLA's default CPU fusions, for the before/after of possm_jax.xla_options.
+    default_fn = jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx, loss_fn=loss_fn))
+    default = time_phase(default_fn, (state, batch, jax.random.key(0)), steps)
     if trace_dir:
         with jax.profiler.trace(trace_dir):
             for _ in range(3):
@@ -163,6 +169,9 @@ def profile_preset(preset: str, batch_size: int, steps: int, trace_dir: str | No
         "phases_sum_ms": float(sum(phases[p]["ms"] for p in parts)),
         "step": whole,
         "windows_per_s": batch_size / (whole["ms"] / 1e3),
+        "compiler_options": cpu_compiler_options(),
+        "step_default_fusions": default,
+        "windows_per_s_default_fusions": batch_size / (default["ms"] / 1e3),
     }
 
 
@@ -175,14 +184,14 @@ def markdown(results: Mapping[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, JAX {m['jax']} ({m['jax_backend']}).",
         f"Command: `{results['command']}`.",
         "",
-        "| preset | batch | step ms | windows/s | compile s | GFLOP / step | GFLOP/s |",
-        "|---|---|---|---|---|---|---|",
+        "| preset | batch | step ms | windows/s | compile s | GFLOP / step | GFLOP/s | windows/s, default fusions |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results["presets"]:
         s = r["step"]
         lines.append(
             f"| {r['preset']} | {r['batch_size']} | {s['ms']:.1f} | {r['windows_per_s']:.0f} | {s['compile_s']:.1f} "
-            f"| {s['gflop']:.2f} | {s['gflop_per_s']:.1f} |"
+            f"| {s['gflop']:.2f} | {s['gflop_per_s']:.1f} | {r['windows_per_s_default_fusions']:.0f} |"
         )
     for r in results["presets"]:
         step_ms = r["step"]["ms"]
