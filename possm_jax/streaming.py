@@ -38,7 +38,7 @@ from possm_jax.stream_inputs import (
     unpack_inputs,
 )
 from possm_jax.types import Array, PyTree
-from possm_jax.xla_options import cpu_compiler_options
+from possm_jax.xla_options import stream_compiler_options
 
 MIN_SPIKE_BUCKET = 16
 MIN_QUERY_BUCKET = 8
@@ -93,7 +93,7 @@ def make_step(model: POSSM, *, weights: str = "f32", r2_check: R2Check | None = 
         r2_check: optional model -> test R²; raises ValueError if ``weights`` loses more than
           :data:`possm_jax.quantize.R2_DROP_LIMIT` against float32.
     """
-    return jax.jit(_step_with_constants(model, weights, r2_check), compiler_options=cpu_compiler_options())
+    return jax.jit(_step_with_constants(model, weights, r2_check), compiler_options=stream_compiler_options())
 
 
 def _batch_axes(model: POSSM) -> PyTree:
@@ -161,7 +161,7 @@ class Streamer:
             state = jax.eval_shape(lambda: self._init(batch_size))
             width = packed_width(spike_bucket, query_bucket, self._limits.binned)
             packed = jax.ShapeDtypeStruct((batch_size, width), np.int32)
-            fn = jax.jit(self._packed_step(spike_bucket, query_bucket), compiler_options=cpu_compiler_options())
+            fn = jax.jit(self._packed_step(spike_bucket, query_bucket), compiler_options=stream_compiler_options())
             self._executables[key] = fn.lower(state, packed).compile()
         return self._executables[key]
 

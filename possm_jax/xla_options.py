@@ -3,10 +3,17 @@
 On the CPU backend, XLA hands dots, elementwise ops and reductions to YNNPACK fusions by default. Most reductions
 in a POSSM train step are tiny (the gradient of a per-token logit is a 64-wide dot product per token: ~98 k of them
 in a batch of 64 windows), and as a YNNPACK reduction that one op took 78 ms of a 190 ms encoder backward pass on
-one core; XLA's own loop fusion does it in about a millisecond. :func:`cpu_compiler_options` therefore keeps
-YNNPACK for individual dots only. Measured on one core: the possm_small train step at batch 64 went from ~400 to
-~300 ms and its streaming step from ~200 to ~170 µs; the larger presets changed by less than the noise
-(``docs/benchmarks.md`` has the step times of each preset, with and without).
+one core; XLA's own loop fusion does it in about a millisecond. So reductions stay with XLA:
+
+* the train step (:func:`train_compiler_options`) keeps YNNPACK fusions of dots with their elementwise neighbours
+  (``LIBRARY_FUSION_TYPE_DOT``);
+* the streaming step (:func:`stream_compiler_options`) keeps YNNPACK for single dots only
+  (``LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT``), which was the faster of the two for its batch-1 matvecs.
+
+Measured on the 2-core EPYC, each alternative in one run: the possm_small train step at batch 64 took 161–191 ms
+with the train setting, 198–202 ms with single dots and 224–241 ms with XLA's defaults; the possm_small streaming
+step (1 thread) 160 µs with single dots, 163–223 µs with the train setting and 186–205 µs with the defaults.
+The README's throughput section has the train step of every preset, with and without.
 
 The option is experimental in XLA, so it is only passed when the running jaxlib accepts it (checked once by
 compiling a one-line program), and never when the user sets ``--xla_cpu_experimental_ynn_fusion_type`` themselves
@@ -20,8 +27,8 @@ import jax
 import jax.numpy as jnp
 
 YNN_FUSION_OPTION = "xla_cpu_experimental_ynn_fusion_type"
-# YNNPACK fusions kept on the CPU backend: single dots, with no elementwise or reduction work fused into them.
-YNN_FUSION_TYPES = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+TRAIN_YNN_FUSIONS = "LIBRARY_FUSION_TYPE_DOT"
+STREAM_YNN_FUSIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
 
 
 @functools.cache
@@ -34,14 +41,20 @@ def _accepted(option: str, value: str) -> bool:
     return True
 
 
-def cpu_compiler_options() -> dict[str, str] | None:
-    """Compiler options for ``jax.jit`` of a hot program on the default backend; None where the defaults are kept.
-
-    CPU only: ``{"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}`` (module docstring).
-    Other backends, a jaxlib without the option, and an ``XLA_FLAGS`` that already sets it all get None.
-    """
+def _ynn_fusions(types: str) -> dict[str, str] | None:
+    """``{YNN_FUSION_OPTION: types}`` on a CPU backend that accepts it and whose user has not set it; else None."""
     if jax.default_backend() != "cpu" or YNN_FUSION_OPTION in os.environ.get("XLA_FLAGS", ""):
         return None
-    if not _accepted(YNN_FUSION_OPTION, YNN_FUSION_TYPES):
+    if not _accepted(YNN_FUSION_OPTION, types):
         return None
-    return {YNN_FUSION_OPTION: YNN_FUSION_TYPES}
+    return {YNN_FUSION_OPTION: types}
+
+
+def train_compiler_options() -> dict[str, str] | None:
+    """``jax.jit`` compiler options for a train step (module docstring); None where XLA's defaults are kept."""
+    return _ynn_fusions(TRAIN_YNN_FUSIONS)
+
+
+def stream_compiler_options() -> dict[str, str] | None:
+    """``jax.jit`` compiler options for a streaming step (module docstring); None where XLA's defaults are kept."""
+    return _ynn_fusions(STREAM_YNN_FUSIONS)

@@ -27,15 +27,17 @@ def _ynn_fusions(options) -> int:
 
 
 def test_cpu_options_take_the_per_token_reduction_out_of_ynnpack():
-    options = xla_options.cpu_compiler_options()
-    assert options == {xla_options.YNN_FUSION_OPTION: xla_options.YNN_FUSION_TYPES}
-    assert _ynn_fusions(None) >= 1  # XLA's default (what the option exists to change)
-    assert _ynn_fusions(options) == 0
+    train, stream = xla_options.train_compiler_options(), xla_options.stream_compiler_options()
+    assert train == {xla_options.YNN_FUSION_OPTION: xla_options.TRAIN_YNN_FUSIONS}
+    assert stream == {xla_options.YNN_FUSION_OPTION: xla_options.STREAM_YNN_FUSIONS}
+    assert _ynn_fusions(None) >= 1  # XLA's default (what the options exist to change)
+    assert _ynn_fusions(train) == _ynn_fusions(stream) == 0
 
 
 def test_user_xla_flags_and_unknown_values_keep_the_defaults(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", f"--{xla_options.YNN_FUSION_OPTION}=-reduce")
-    assert xla_options.cpu_compiler_options() is None
+    assert xla_options.train_compiler_options() is None
+    assert xla_options.stream_compiler_options() is None
     assert not xla_options._accepted(xla_options.YNN_FUSION_OPTION, "NOT_A_FUSION_TYPE")
 
 

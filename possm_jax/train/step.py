@@ -31,7 +31,7 @@ from jax.sharding import Mesh
 from possm_jax.train.sharding import data_sharded, replicated
 from possm_jax.train.state import TrainState
 from possm_jax.types import Array, PyTree
-from possm_jax.xla_options import cpu_compiler_options
+from possm_jax.xla_options import train_compiler_options
 
 LossFn = Callable[[Mapping[str, Array], Mapping[str, Array]], tuple[Array, Mapping[str, Array]]]
 """``loss_fn(preds, batch) -> (loss, metrics)``, e.g. ``functools.partial(multitask_loss, task_names=...)``."""
@@ -137,7 +137,7 @@ def make_train_step(
     def step(state: TrainState, batch: Mapping[str, Array], rng: Array) -> tuple[TrainState, dict[str, Array]]:
         return train_step(state, batch, rng, graphdef=graphdef, tx=tx, loss_fn=loss_fn, compute_dtype=compute_dtype)
 
-    kwargs = {"donate_argnums": (0,) if donate else (), "compiler_options": cpu_compiler_options()}
+    kwargs = {"donate_argnums": (0,) if donate else (), "compiler_options": train_compiler_options()}
     if mesh is not None:
         repl = replicated(mesh)
         placed = repl if state_sharding is None else state_sharding
