@@ -41,7 +41,7 @@ from possm_jax.train.loss import multitask_loss
 from possm_jax.train.optim import reference_lamb
 from possm_jax.train.setup import init_training
 from possm_jax.train.step import train_step
-from possm_jax.xla_options import cpu_compiler_options
+from possm_jax.xla_options import train_compiler_options
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "runs/profile", "Output folder.")
@@ -77,7 +77,7 @@ def phase_functions(model: POSSM, tx: optax.GradientTransformation, loss_fn: Cal
         m = merged(p)
         return loss_fn(m.decoder.readout(m.decoder.attend(*m.decoder_inputs(b, context))), b)[0]
 
-    jit = functools.partial(jax.jit, compiler_options=cpu_compiler_options())
+    jit = functools.partial(jax.jit, compiler_options=train_compiler_options())
     latents = jit(encode)(params, batch)
     context = jit(backbone)(params, latents)
     key_l, key_c = jax.random.split(jax.random.key(0))
@@ -169,7 +169,7 @@ def profile_preset(preset: str, batch_size: int, steps: int, trace_dir: str | No
         "phases_sum_ms": float(sum(phases[p]["ms"] for p in parts)),
         "step": whole,
         "windows_per_s": batch_size / (whole["ms"] / 1e3),
-        "compiler_options": cpu_compiler_options(),
+        "compiler_options": train_compiler_options(),
         "step_default_fusions": default,
         "windows_per_s_default_fusions": batch_size / (default["ms"] / 1e3),
     }
