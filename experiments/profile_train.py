@@ -153,9 +153,14 @@ def profile_preset(preset: str, batch_size: int, steps: int, trace_dir: str | No
         phases[name] = time_phase(fn, args, steps)
     graphdef, state, step_fn = init_training(model, tx, loss_fn, donate=False)
     whole = time_phase(step_fn, (state, batch, jax.random.key(0)), steps)
-    # The same step compiled with XLA's default CPU fusions, for the before/after of possm_jax.xla_options.
-    default_fn = jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx, loss_fn=loss_fn))
-    default = time_phase(default_fn, (state, batch, jax.random.key(0)), steps)
+    # The same step compiled with XLA's default fusions, for the before/after of possm_jax.xla_options; where no
+    # options are passed (not CPU, or the user's XLA_FLAGS set them) the step already is that program.
+    options = train_compiler_options()
+    if options is None:
+        default = whole
+    else:
+        default_fn = jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx, loss_fn=loss_fn))
+        default = time_phase(default_fn, (state, batch, jax.random.key(0)), steps)
     if trace_dir:
         with jax.profiler.trace(trace_dir):
             for _ in range(3):
@@ -169,7 +174,7 @@ def profile_preset(preset: str, batch_size: int, steps: int, trace_dir: str | No
         "phases_sum_ms": float(sum(phases[p]["ms"] for p in parts)),
         "step": whole,
         "windows_per_s": batch_size / (whole["ms"] / 1e3),
-        "compiler_options": train_compiler_options(),
+        "compiler_options": options,
         "step_default_fusions": default,
         "windows_per_s_default_fusions": batch_size / (default["ms"] / 1e3),
     }
