@@ -39,6 +39,9 @@ class POSSMConfig:
           bin width after the query). A number >= 0: strictly causal, only chunks that ended at or before t - lag.
         input_kind: "spikes" (one token per spike) or "binned" (one token per channel and bin; ``spike_value``
           carries the normalised count through a learned value embedding).
+        count_readin: binned inputs only: add a linear read-in of each chunk's counts to its latents (the layer-normed
+          mean over the chunk's tokens of ``value * unit_emb[unit]``, projected to M * d), so that at initialisation
+          the encoder's output already is a random linear map of the counts (docs/tasks.md).
         task_embedding: add a learned per-task vector to the decoder queries.
         rope_t_min: shortest RoPE period in seconds.
         rope_t_max: longest RoPE period in seconds.
@@ -56,6 +59,7 @@ class POSSMConfig:
     context_chunks: int = 3
     lag: float | None = None
     input_kind: str = "spikes"
+    count_readin: bool = False
     task_embedding: bool = True
     rope_t_min: float = 1e-4
     rope_t_max: float = 10.0
@@ -76,6 +80,7 @@ class POSSMConfig:
             (self.context_chunks >= 1, "context_chunks must be >= 1"),
             (self.lag is None or self.lag >= 0, "lag must be None (chunk-causal) or >= 0 seconds"),
             (self.input_kind in INPUT_KINDS, f"input_kind must be one of {INPUT_KINDS}"),
+            (not self.count_readin or self.input_kind == "binned", "count_readin needs input_kind='binned'"),
         ]
         for ok, message in checks:
             if not ok:

@@ -106,6 +106,7 @@ class POSSM(nnx.Module):
             num_latents=config.num_latents,
             depth=config.depth,
             binned=config.input_kind == "binned",
+            readin=config.count_readin,
             ffn_mult=config.ffn_mult,
             ffn_dropout=config.ffn_dropout,
             head_dim=config.head_dim,
@@ -155,8 +156,15 @@ class POSSM(nnx.Module):
             self.rope.omega[...],
             spike_window=None if window is None else jnp.asarray(window),
             logit_bias=self._count_logit(batch),
+            readin=self._readin_inputs(batch),
             rngs=rngs,
         )
+
+    def _readin_inputs(self, inputs: Mapping[str, Array]) -> tuple[Array, Array] | None:
+        """(unit vectors, values) of the tokens for the encoder's count read-in; None without ``count_readin``."""
+        if not self.config.count_readin:
+            return None
+        return self.unit_emb(jnp.asarray(inputs["spike_unit"])), jnp.asarray(inputs["spike_value"])
 
     def _count_logit(self, inputs: Mapping[str, Array]) -> Array | None:
         """``log n`` attention-logit bias of binned tokens (:func:`~possm_jax.nn.encoder.count_logit`); None for
@@ -277,7 +285,14 @@ class POSSM(nnx.Module):
             unit = jnp.asarray(chunk["spike_unit"])
             kv = (tables.unit_keys[unit], tables.unit_values[unit])
             return self.encoder.chunk(spike_time, spike_mask, omega, kv=kv, logit_bias=bias)
-        return self.encoder.chunk(spike_time, spike_mask, omega, tokens=self._tokens(chunk), logit_bias=bias)
+        return self.encoder.chunk(
+            spike_time,
+            spike_mask,
+            omega,
+            tokens=self._tokens(chunk),
+            logit_bias=bias,
+            readin=self._readin_inputs(chunk),
+        )
 
     def stream_decode(
         self, state: StreamState, y: Array, queries: Mapping[str, Array]

@@ -164,6 +164,38 @@ def test_binned_inputs_use_the_value_and_spikes_ignore_it():
     np.testing.assert_allclose(_real(streamed, batch), _real(binned(batch)[0][TASK], batch), atol=1e-5)
 
 
+def test_count_readin_adds_a_linear_map_of_each_chunks_counts():
+    """The read-in term equals a numpy mean of value * unit vector per chunk, layer-normed and projected; streaming
+    still equals the window forward with it."""
+    batch = _batch(9)
+    model = _model(input_kind="binned", count_readin=True)
+    streamed, _ = _stream(model, batch)
+    np.testing.assert_allclose(_real(streamed, batch), _real(model(batch)[0][TASK], batch), atol=1e-5)
+
+    def update(m):
+        kv = m._token_kv(batch)
+        args = (jnp.asarray(batch["spike_time"]), batch["spike_chunk"], batch["spike_mask"], C, m.rope.omega[...])
+        return np.asarray(m.encoder.window_update(kv, *args, readin=m._readin_inputs(batch))[0])
+
+    with_readin = update(model)
+    w, bias = np.asarray(model.encoder.readin.kernel[...]), np.asarray(model.encoder.readin.bias[...])
+    model.encoder.readin.kernel[...] = jnp.zeros_like(model.encoder.readin.kernel[...])
+    model.encoder.readin.bias[...] = jnp.zeros_like(model.encoder.readin.bias[...])
+    without = update(model)
+    emb = np.asarray(model.unit_emb.embedding[...])
+    gamma, beta = np.asarray(model.encoder.readin_norm.scale[...]), np.asarray(model.encoder.readin_norm.bias[...])
+    for row in range(2):
+        for j in range(C):
+            sel = batch["spike_mask"][row] & (batch["spike_chunk"][row] == j)
+            total = (batch["spike_value"][row, sel, None] * emb[batch["spike_unit"][row, sel]]).sum(0)
+            mean = total / max(sel.sum(), 1)
+            norm = (mean - mean.mean()) / np.sqrt(mean.var() + 1e-5) * gamma + beta
+            expected = (norm @ w + bias).reshape(model.config.num_latents, -1)
+            np.testing.assert_allclose(with_readin[row, j] - without[row, j], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="count_readin"):
+        _model(count_readin=True)
+
+
 def test_dropout_only_with_rngs_and_gradients_only_over_params():
     model = _model()
     batch = _batch(8)

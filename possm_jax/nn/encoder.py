@@ -16,11 +16,17 @@ them with its logit raised by ``log n``, so a count token weighs what its ``n`` 
 is count-weighted. Without it every active channel weighs the same, and on the handwriting task the model did not
 learn (``docs/tasks.md``). Spike tokens (n = 1) get no bias.
 
+Count read-in (``readin=True``, binned inputs): each chunk's latents also get
+``W_r LN(mean over the chunk's tokens of value * unit_emb[unit])``, reshaped to [M, d]. At initialisation the
+attention's output carries the counts in a form a CTC gradient cannot start from (``docs/tasks.md``); this term makes
+the encoder's output a random linear map of the chunk's counts from the first step, which the backbone learns from.
+
 Empty chunks: attention over an empty set is defined as a zero update, so an empty chunk yields
 ``latent + b_o`` followed by the FFN (no "blank" token). The window (segment) form and the streaming (dense) form
 implement the same rule, so they agree on silent chunks too.
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -28,6 +34,7 @@ from flax import nnx
 from possm_jax.nn.attention import HEAD_DIM, RotaryCrossAttention, masked_attention, segment_attention
 from possm_jax.nn.embedding import embedding_init
 from possm_jax.nn.ffn import FeedForward
+from possm_jax.nn.linear import layer_norm, torch_linear
 from possm_jax.nn.rope import Rotation, rope_angles, rotate, rotation
 from possm_jax.types import Array
 
@@ -86,6 +93,7 @@ class SpikeEncoder(nnx.Module):
         num_latents: M latents per chunk.
         depth: in-chunk self-attention layers over the M latents.
         binned: add ``value * value_vec`` to each token (binned-count inputs).
+        readin: add the count read-in to the latents (binned inputs; see the module docstring).
         ffn_mult: FFN width multiplier.
         ffn_dropout: FFN dropout (training only).
         head_dim: attention head width e.
@@ -100,6 +108,7 @@ class SpikeEncoder(nnx.Module):
         num_latents: int = 1,
         depth: int = 0,
         binned: bool = False,
+        readin: bool = False,
         ffn_mult: int = 4,
         ffn_dropout: float = 0.0,
         head_dim: int = HEAD_DIM,
@@ -111,6 +120,8 @@ class SpikeEncoder(nnx.Module):
         self.value_vec = nnx.Param(init(rngs.params(), (dim,))) if binned else None
         self.latents = nnx.Param(init(rngs.params(), (num_latents, dim)))
         self.attn = RotaryCrossAttention(dim, dim, rngs=rngs, head_dim=head_dim)
+        self.readin_norm = layer_norm(dim, rngs=rngs) if readin else None
+        self.readin = torch_linear(dim, num_latents * dim, rngs=rngs) if readin else None
         self.ffn = FeedForward(dim, rngs=rngs, mult=ffn_mult, dropout_rate=ffn_dropout)
         self.layers = nnx.List(
             [
@@ -130,6 +141,13 @@ class SpikeEncoder(nnx.Module):
         """Scaled rotated latent queries [m, e] and the latents' rotation [m, f] (identical for every chunk)."""
         rot = rotation(rope_angles(jnp.asarray(self.latent_time), omega))
         return self.attn.query(self.latents[...], rot), rot
+
+    def readin_update(self, total: Array, count: Array) -> Array:
+        """Count read-in [..., m, d] of chunks from the sum [..., d] of ``value * unit_vec`` over each chunk's tokens
+        and their number [...]."""
+        mean = total / jnp.maximum(count, 1.0)[..., None]
+        out = self.readin(self.readin_norm(mean))
+        return out.reshape(*out.shape[:-1], self.num_latents, -1)
 
     def finish(self, update: Array, rot: Rotation, *, rngs: nnx.Rngs | None = None) -> Array:
         """Residual, FFN and self-attention layers after the cross-attention.
@@ -159,6 +177,7 @@ class SpikeEncoder(nnx.Module):
         *,
         spike_window: Array | None = None,
         logit_bias: Array | None = None,
+        readin: tuple[Array, Array] | None = None,
     ) -> tuple[Array, Array]:
         """Cross-attention update of every chunk's latents from a flat token list (segment softmax, O(tokens)).
 
@@ -172,6 +191,7 @@ class SpikeEncoder(nnx.Module):
             spike_window: [b, s] window (output row) of each token when the tokens of several windows are packed
               across rows (:mod:`data_pipeline.packing`); None: each token belongs to the window of its own row.
             logit_bias: optional [b, s] added to each token's attention logits (binned inputs: :func:`count_logit`).
+            readin: (unit vectors [b, s, d], values [b, s]) of the tokens for the count read-in (``readin=True``).
 
         Returns:
             (update [b, c, m, d] before the residual, latent rotation [m, f]).
@@ -185,7 +205,15 @@ class SpikeEncoder(nnx.Module):
         a = segment_attention(
             q, k.reshape(b * s, -1), v.reshape(b * s, -1), segment, spike_mask.reshape(b * s), b * num_chunks, bias
         )
-        return self.attn.output(a.reshape(b, num_chunks, *a.shape[1:]), q_rot), q_rot
+        update = self.attn.output(a.reshape(b, num_chunks, *a.shape[1:]), q_rot)
+        if readin is not None:
+            unit_vec, value = readin
+            mask = spike_mask.reshape(b * s)
+            weight = jnp.where(mask, value.reshape(b * s), 0.0)
+            total = jax.ops.segment_sum(weight[:, None] * unit_vec.reshape(b * s, -1), segment, b * num_chunks)
+            count = jax.ops.segment_sum(mask.astype(jnp.float32), segment, b * num_chunks)
+            update = update + self.readin_update(total, count).reshape(update.shape)
+        return update, q_rot
 
     def window(
         self,
@@ -198,11 +226,20 @@ class SpikeEncoder(nnx.Module):
         *,
         spike_window: Array | None = None,
         logit_bias: Array | None = None,
+        readin: tuple[Array, Array] | None = None,
         rngs: nnx.Rngs | None = None,
     ) -> Array:
         """Encode every chunk of a window: [b, c, m * d] chunk latents (arguments as :meth:`window_update`)."""
         update, rot = self.window_update(
-            kv, spike_time, spike_chunk, spike_mask, num_chunks, omega, spike_window=spike_window, logit_bias=logit_bias
+            kv,
+            spike_time,
+            spike_chunk,
+            spike_mask,
+            num_chunks,
+            omega,
+            spike_window=spike_window,
+            logit_bias=logit_bias,
+            readin=readin,
         )
         return self.finish(update, rot, rngs=rngs)
 
@@ -215,6 +252,7 @@ class SpikeEncoder(nnx.Module):
         tokens: Array | None = None,
         kv: tuple[Array, Array] | None = None,
         logit_bias: Array | None = None,
+        readin: tuple[Array, Array] | None = None,
     ) -> Array:
         """Encode one chunk per stream (dense masked softmax; inference, no dropout).
 
@@ -225,6 +263,8 @@ class SpikeEncoder(nnx.Module):
             tokens: [b, s, d] token vectors; or
             kv: unrotated (k, v), each [b, s, e], e.g. looked up from a per-unit table (they depend only on the unit
               for spike inputs, so a stream need not recompute them).
+            logit_bias: optional [b, s] attention-logit bias of each token (:func:`count_logit`).
+            readin: (unit vectors [b, s, d], values [b, s]) for the count read-in (``readin=True``).
 
         Returns:
             [b, m * d] chunk latents.
@@ -233,4 +273,9 @@ class SpikeEncoder(nnx.Module):
         k, v = rotate_at(*(self.attn.key_value(tokens) if kv is None else kv), spike_time, omega)
         bias = None if logit_bias is None else logit_bias[:, None, :]
         a = masked_attention(q, k[:, None], v[:, None], spike_mask[:, None, :], bias)  # [b, m, e]
-        return self.finish(self.attn.output(a, q_rot), q_rot)
+        update = self.attn.output(a, q_rot)
+        if readin is not None:
+            unit_vec, value = readin
+            total = jnp.einsum("bs,bsd->bd", jnp.where(spike_mask, value, 0.0), unit_vec)
+            update = update + self.readin_update(total, jnp.sum(spike_mask, axis=-1).astype(jnp.float32))
+        return self.finish(update, q_rot)
