@@ -123,7 +123,12 @@ def test_transfer_to_another_task_carries_what_fits_and_trains_the_rest():
     for path in ("backbone/layers/0/w_hh", "decoder/attn/to_q/kernel", "encoder/attn/to_kv/kernel", "decoder/task_emb"):
         np.testing.assert_array_equal(after[path], before[path], err_msg=path)
         assert not np.any(flat_mask[path]), path
-    new_paths = ("decoder/readouts/handwriting_character/kernel", "encoder/value_vec", "encoder/latents")
+    new_paths = (
+        "decoder/readouts/handwriting_character/kernel",
+        "encoder/value_vec",
+        "encoder/latents",
+        "encoder/readin/kernel",
+    )
     for path in (*new_paths, "backbone/layers/0/w_ih"):  # w_ih: 4 latents x 32 inputs instead of 1 x 32
         np.testing.assert_array_equal(after[path], fresh_init[path], err_msg=path)
         assert np.all(flat_mask[path]), path

@@ -2,7 +2,7 @@
 
 A task run is the reaching run's config with a ``task`` section (the task config's fields, see
 :mod:`possm_jax.train.objectives` and ``docs/tasks.md``), binned inputs, ``num_latents = 4`` latents with one
-in-chunk self-attention layer, and ``tokenizer.bin_width`` as the one chunk-length field.
+in-chunk self-attention layer, the count read-in, and ``tokenizer.bin_width`` as the one chunk-length field.
 """
 
 import ml_collections
@@ -32,6 +32,7 @@ def get_task_config(
     c.data.synthetic, c.data.sessions = name, "all"
     c.tokenizer.bin_width = bin_width  # the only chunk-length field: task config, model and evaluation read it
     c.model.num_latents, c.model.depth, c.model.input_kind = 4, 1, "binned"
+    c.model.count_readin = True  # a linear read-in of each chunk's counts beside the attention (docs/tasks.md)
     c.model.context_chunks = context_chunks or c.model.context_chunks
     c.train.batch_size, c.train.num_steps = batch_size, 100 if quick else 2000
     c.train.lr_scale = lr_scale
