@@ -25,7 +25,8 @@ from possm_jax.streaming import Streamer
 def binned_model_config(
     base: POSSMConfig | None, *, bin_width: float, tasks: Mapping[str, int], num_latents: int, depth: int
 ) -> POSSMConfig:
-    """``base`` (default ``possm_small``) with binned inputs, the task's chunk length, readouts and latents.
+    """``base`` with binned inputs, the task's chunk length, readouts and latents. ``base`` None: ``possm_small``
+    with the count read-in, as the task launchers configure it (``docs/tasks.md``).
 
     Raises:
         ValueError: ``num_latents < 1`` or ``depth < 1`` (the tasks need in-chunk self-attention among the latents).
@@ -35,7 +36,8 @@ def binned_model_config(
             f"task config: num_latents={num_latents} and depth={depth}: the binned tasks need num_latents >= 1 and "
             "depth >= 1 (in-chunk self-attention over the latents); the paper's setting is num_latents=4, depth=1"
         )
-    base = get_preset("possm_small") if base is None else base
+    if base is None:
+        base = dataclasses.replace(get_preset("possm_small"), input_kind="binned", count_readin=True)
     return dataclasses.replace(
         base, bin_width=bin_width, tasks=dict(tasks), num_latents=num_latents, depth=depth, input_kind="binned"
     )

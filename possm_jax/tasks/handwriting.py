@@ -128,7 +128,8 @@ def _whole(seconds: float, bin_width: float) -> int:
 
 
 def model_config(cfg: HandwritingConfig, base: POSSMConfig | None = None) -> POSSMConfig:
-    """``base`` (default ``possm_small``) with binned inputs, ``cfg.bin_width`` chunks and the class readout."""
+    """``base`` (default ``possm_small`` with the count read-in) with binned inputs, ``cfg.bin_width`` chunks and the
+    class readout."""
     return common.binned_model_config(
         base, bin_width=cfg.bin_width, tasks={TASK: cfg.num_classes}, num_latents=cfg.num_latents, depth=cfg.depth
     )

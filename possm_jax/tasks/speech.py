@@ -110,7 +110,8 @@ class SpeechConfig:
 
 
 def model_config(cfg: SpeechConfig, base: POSSMConfig | None = None) -> POSSMConfig:
-    """``base`` (default ``possm_small``) with binned inputs, ``cfg.bin_width`` chunks, phoneme and count readouts."""
+    """``base`` (default ``possm_small`` with the count read-in) with binned inputs, ``cfg.bin_width`` chunks,
+    phoneme and count readouts."""
     tasks = {PHONEME_TASK: cfg.num_classes, COUNT_TASK: cfg.num_channels}
     return common.binned_model_config(
         base, bin_width=cfg.bin_width, tasks=tasks, num_latents=cfg.num_latents, depth=cfg.depth
