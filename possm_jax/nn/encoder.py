@@ -17,9 +17,10 @@ is count-weighted. Without it every active channel weighs the same, and on the h
 learn (``docs/tasks.md``). Spike tokens (n = 1) get no bias.
 
 Count read-in (``readin=True``, binned inputs): each chunk's latents also get
-``W_r LN(mean over the chunk's tokens of value * unit_emb[unit])``, reshaped to [M, d]. At initialisation the
-attention's output carries the counts in a form a CTC gradient cannot start from (``docs/tasks.md``); this term makes
-the encoder's output a random linear map of the chunk's counts from the first step, which the backbone learns from.
+``W_r LN(mean over the chunk's tokens of value * unit_emb[unit]) + b_r``, reshaped to [M, d]. At initialisation the
+attention's output carries the counts in a form the handwriting readout's gradient started from only slowly; this
+term makes the encoder's output a random linear map of the chunk's counts from the first step, which the backbone
+learns from (``docs/tasks.md``).
 
 Empty chunks: attention over an empty set is defined as a zero update, so an empty chunk yields
 ``latent + b_o`` followed by the FFN (no "blank" token). The window (segment) form and the streaming (dense) form

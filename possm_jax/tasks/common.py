@@ -37,7 +37,7 @@ def binned_model_config(
             "depth >= 1 (in-chunk self-attention over the latents); the paper's setting is num_latents=4, depth=1"
         )
     if base is None:
-        base = dataclasses.replace(get_preset("possm_small"), input_kind="binned", count_readin=True)
+        base = get_preset("possm_small", input_kind="binned", count_readin=True)
     return dataclasses.replace(
         base, bin_width=bin_width, tasks=dict(tasks), num_latents=num_latents, depth=depth, input_kind="binned"
     )
